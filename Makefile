@@ -1,0 +1,52 @@
+# pianolab: `make book` and `make test` set up everything on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pianolab-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: all setup system-deps corpus test test-unit test-notebooks book benchmarks clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,book]'
+	@touch $(STAMP)
+
+# FluidSynth renders piano sound; without it pianolab falls back to a numpy synthesiser.
+system-deps:
+	@if ldconfig -p 2>/dev/null | grep -q 'libfluidsynth.so.3'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null) \
+	    || echo "note: could not install libfluidsynth3; audio uses the numpy fallback"; \
+	else echo "note: libfluidsynth3 missing and not root; audio uses the numpy fallback"; fi
+
+setup: $(STAMP) system-deps
+
+# Builds the default corpus (music21's Bach chorales and keyboard works) unless it is cached.
+corpus: setup
+	$(PY) -m pianolab data
+
+test-unit: corpus
+	$(PY) -m pytest tests -q
+
+test-notebooks: corpus
+	PIANOLAB_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider book -q
+
+test: corpus
+	$(PY) -m pytest tests -q
+	PIANOLAB_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider book -q
+
+book: corpus
+	$(VENV)/bin/jupyter-book build . --path-output . -W --keep-going
+
+benchmarks: corpus
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/generation.py
+
+clean:
+	rm -rf _build

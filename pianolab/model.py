@@ -1,0 +1,148 @@
+"""PianoNet-style stacks of dilated causal convolutions (chapters 02_chain_rule and 03_receptive_field).
+
+A model is described by ``filter_increments``: one list per block, one number per layer. Layer
+``i`` of a block is a ``Conv1D(kernel_size=2, dilation_rate=2**i, padding='valid')`` with an ELU;
+``i`` starts again at 0 in every block. Each number is how many filters that layer has *more than
+the layer before it*, so filter counts accumulate across the whole net. A final 1x1 convolution
+with a sigmoid gives ``p(key down)`` for every position.
+
+With 'valid' padding an input of length ``L`` gives ``L - RF + 1`` outputs, where ``RF`` is the
+receptive field; output ``j`` sees inputs ``j .. j + RF - 1`` and predicts the key state right after
+them. So ``RF + N - 1`` inputs give ``N`` predictions.
+
+Keras' kernel tap 0 multiplies the *older* sample of each pair: ``y[t] = W[0] x[t] + W[1] x[t + d]``.
+"""
+
+import math
+
+import numpy as np
+
+#: Named model descriptions. ``pianonet_mini`` is PianoNet's smallest model; ``micro_1`` is shaped
+#: like PianoNet's ``micro_1`` (blocks of 13/11/8/4 layers) for 72 keys; ``article_two_block`` is
+#: the two-block net drawn in the article; ``tiny`` is for tests and quick chapters.
+PRESETS = {
+    "pianonet_mini": [[4, 4] + [2] * 10, [4, 4] + [2] * 10],
+    "micro_1": [[8, 4] + [2] * 11, [2] * 11, [2] * 8, [2] * 4],
+    "article_two_block": [[2, 2, 2, 2], [2, 2, 2]],
+    "tiny": [[4, 4, 2, 2, 2, 2], [2, 2, 2, 2, 2]],
+}
+
+
+def preset(name):
+    """The ``filter_increments`` of a named preset (a fresh copy)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return [list(block) for block in PRESETS[name]]
+
+
+def _check_increments(filter_increments):
+    if isinstance(filter_increments, str):
+        filter_increments = preset(filter_increments)
+    blocks = [list(b) for b in filter_increments]
+    if not blocks or any(len(b) == 0 for b in blocks):
+        raise ValueError("filter_increments needs at least one block, each with at least one layer")
+    for b in blocks:
+        for inc in b:
+            if int(inc) != inc or inc < 0:
+                raise ValueError(f"filter increments must be whole numbers >= 0, got {inc!r}")
+    if blocks[0][0] < 1:
+        raise ValueError("the first layer needs at least one filter")
+    return blocks
+
+
+def layer_plan(filter_increments):
+    """``[(filters, dilation), ...]`` for every dilated layer, in order (chapter 03_receptive_field)."""
+    plan, filters = [], 0
+    for block in _check_increments(filter_increments):
+        for i, inc in enumerate(block):
+            filters += int(inc)
+            plan.append((filters, 2**i))
+    return plan
+
+
+def receptive_field(filter_increments, kernel_size=2):
+    """Key states one output sees: ``1 + sum((kernel_size - 1) * dilation)`` (chapter 03_receptive_field)."""
+    return 1 + sum((kernel_size - 1) * d for _, d in layer_plan(filter_increments))
+
+
+def count_params(filter_increments, kernel_size=2, in_channels=1):
+    """Trainable parameters of the model :func:`build_model` makes (chapter 03_receptive_field)."""
+    total, cin = 0, in_channels
+    for filters, _ in layer_plan(filter_increments):
+        total += kernel_size * cin * filters + filters
+        cin = filters
+    return total + cin + 1
+
+
+def logit(p):
+    """``log(p / (1 - p))``: the output bias that makes an untrained model predict rate ``p``."""
+    p = float(p)
+    if not 0 < p < 1:
+        raise ValueError(f"a base rate must lie strictly between 0 and 1, got {p}")
+    return math.log(p / (1 - p))
+
+
+def build_model(filter_increments, *, output_bias=0.0, activation="elu", name="pianolab",
+                seed=None):
+    """Build the Keras model (chapter 02_chain_rule).
+
+    ``filter_increments`` is a list of blocks (or a preset name). ``output_bias`` starts the final
+    sigmoid at that logit: pass ``logit(key_down_rate)`` for a calibrated start (about -3.2 for 4%
+    keys down). ``seed`` makes the initial weights reproducible. Input shape ``(batch, length, 1)``,
+    output ``(batch, length - RF + 1, 1)`` probabilities.
+    """
+    import keras
+
+    plan = layer_plan(filter_increments)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    inputs = keras.Input(shape=(None, 1), name="key_states")
+    x = inputs
+    block, prev_d = 0, None
+    for filters, d in plan:
+        if d == 1 and prev_d is not None:
+            block += 1
+        i = int(round(math.log2(d)))
+        x = keras.layers.Conv1D(filters, 2, dilation_rate=d, padding="valid", activation=activation,
+                                name=f"block{block}_layer{i}")(x)
+        prev_d = d
+    outputs = keras.layers.Conv1D(
+        1, 1, activation="sigmoid", name="output",
+        bias_initializer=keras.initializers.Constant(float(output_bias)),
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def model_receptive_field(model):
+    """Receptive field of a built pianolab model, read off its layers."""
+    rf = 1
+    for layer in model.layers:
+        if hasattr(layer, "dilation_rate") and hasattr(layer, "kernel_size"):
+            rf += (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
+    return rf
+
+
+def filter_increments_of(model):
+    """Recover ``filter_increments`` from a built pianolab model (inverse of :func:`build_model`)."""
+    blocks, prev = [], 0
+    for layer in model.layers:
+        if getattr(layer, "name", "") == "output" or not hasattr(layer, "dilation_rate"):
+            continue
+        if layer.dilation_rate[0] == 1:
+            blocks.append([])
+        blocks[-1].append(layer.filters - prev)
+        prev = layer.filters
+    return blocks
+
+
+def impulse_response(model, length, position, n_keys=None):
+    """Which outputs move when input ``position`` of an all-zero input of ``length`` is set to 1.
+
+    Returns the boolean mask over the ``length - RF + 1`` outputs (chapter 03_receptive_field).
+    """
+    base = np.zeros((1, length, 1), dtype="float32")
+    hit = base.copy()
+    hit[0, position, 0] = 1.0
+    y0 = np.asarray(model(base, training=False))[0, :, 0]
+    y1 = np.asarray(model(hit, training=False))[0, :, 0]
+    return np.abs(y1 - y0) > 0
