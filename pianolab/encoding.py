@@ -153,19 +153,26 @@ def _place(pitch, encoding, out_of_range):
     return pitch - lo if lo <= pitch <= hi else None  # window narrower than an octave
 
 
+MAX_SECONDS = 4 * 3600.0
+
+
 def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_range="fold",
-                 time_scale=1.0):
+                 time_scale=1.0, max_seconds=MAX_SECONDS):
     """MIDI file or ``PrettyMIDI`` -> binary roll ``uint8 [time steps, n_keys]`` (chapter 01_encoding).
 
     ``time_scale`` multiplies every time (``1.1`` plays 10% slower): the tempo-stretch
     augmentation. See the module docstring for the rules. Raises :class:`MidiError` for input that
-    is not MIDI, broken, empty or has no notes in the key window.
+    is not MIDI, broken, empty, has no notes in the key window, or lasts longer than
+    ``max_seconds`` (4 hours by default: a corrupt file can claim days and exhaust memory).
     """
     if out_of_range not in ("fold", "drop"):
         raise ValueError(f"out_of_range must be 'fold' or 'drop', got {out_of_range!r}")
     path = None if not isinstance(source, (str, os.PathLike)) else Path(source)
     pm = load_midi(source)
     fs = encoding.steps_per_second * float(time_scale)
+    end_time = pm.get_end_time()
+    if not np.isfinite(end_time) or end_time * time_scale > max_seconds:
+        raise MidiError(path, f"it lasts {end_time:.0f} s, longer than the limit of {max_seconds:.0f} s")
 
     per_key = {}
     n_notes = 0
@@ -191,7 +198,7 @@ def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_ran
 
     painted = {k: _restrike(sorted(v)) for k, v in per_key.items()}
     n_steps = max(e for spans in painted.values() for _, e in spans)
-    n_steps = max(n_steps, int(round(pm.get_end_time() * fs)))  # keeps trailing silence
+    n_steps = max(n_steps, int(round(end_time * fs)))  # keeps trailing silence
     roll = np.zeros((n_steps, encoding.n_keys), dtype=np.uint8)
     for k, spans in painted.items():
         for s, e in spans:
