@@ -17,13 +17,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,book]'
 	@touch $(STAMP)
 
-# FluidSynth renders piano sound; without it pianolab falls back to a numpy synthesiser.
+# Debian packages: FluidSynth renders piano sound (without it pianolab falls back to a numpy
+# synthesiser); Chromium runs the browser test (without it that test skips and says so).
+DEBS := libfluidsynth3 chromium chromium-driver
 system-deps:
-	@if ldconfig -p 2>/dev/null | grep -q 'libfluidsynth.so.3'; then :; \
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 >/dev/null) \
-	    || echo "note: could not install libfluidsynth3; audio uses the numpy fallback"; \
-	else echo "note: libfluidsynth3 missing and not root; audio uses the numpy fallback"; fi
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || echo "note: could not install$$missing; audio falls back to numpy, the browser test skips"; \
+	else echo "note: missing$$missing and not root; audio falls back to numpy, the browser test skips"; fi
 
 setup: $(STAMP) system-deps
 
