@@ -208,11 +208,14 @@ def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_ran
 
 def _restrike(spans):
     """Merge unisons and leave one silent step before every re-strike; spans sorted by start."""
+    merged = []
+    for s, e in spans:  # unisons first: same key, same start step (before any start is delayed)
+        if merged and merged[-1][0] == s:
+            merged[-1] = (s, max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
     out = []
-    for s, e in spans:
-        if out and out[-1][0] == s:  # unison: same key, same start step
-            out[-1][1] = max(out[-1][1], e)
-            continue
+    for s, e in merged:
         if out and out[-1][1] >= s:  # still down at s, or released exactly at s
             ps = out[-1][0]
             if s - 1 > ps:
