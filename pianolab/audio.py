@@ -417,12 +417,19 @@ def generation_panel(model, *, seed=None, encoding=DEFAULT_ENCODING, sample_rate
     status = widgets.Label(value="")
     out = widgets.Output()
 
+    cache = {}
+
     def generate_now():
-        from .generate import generate  # lazy: generate is a higher stage than audio
+        from . import generate as gen  # lazy: generate is a higher stage than audio
         from .plots import plot_roll
 
         status.value = "generating..."
-        rolls = generate(
+        extra = {}
+        if hasattr(gen, "FastSampler"):  # read the weights once, reuse across clicks
+            if "sampler" not in cache:
+                cache["sampler"] = gen.FastSampler(model, n_keys=encoding.n_keys)
+            extra["sampler"] = cache["sampler"]
+        rolls = gen.generate(
             model,
             seconds=float(seconds_w.value),
             seed=seed,
@@ -431,6 +438,8 @@ def generation_panel(model, *, seed=None, encoding=DEFAULT_ENCODING, sample_rate
             edge_aversion=bool(edge_w.value),
             random_seed=int(random_seed_w.value),
             progress=False,
+            encoding=encoding,
+            **extra,
         )
         roll = np.asarray(rolls[0])
         out.clear_output(wait=True)
