@@ -588,7 +588,10 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         name = corpus.name or "corpus"
         is_default = (encoding == DEFAULT_ENCODING and params == dict(
             DEFAULT_DATASET_PARAMS, stretch=list(DEFAULT_DATASET_PARAMS["stretch"])))
-        out = data_dir() / "datasets" / (name if is_default else f"{name}-{key[:10]}")
+        # The folder name depends on the parameters only: a changed corpus rebuilds in place.
+        tag = _sha256(json.dumps({"encoding": encoding.to_dict(), "params": params},
+                                 sort_keys=True).encode("utf-8"))[:10]
+        out = data_dir() / "datasets" / (name if is_default else f"{name}-{tag}")
     out = Path(out)
     if not force and _dataset_valid(out, key):
         return out
