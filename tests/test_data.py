@@ -295,6 +295,11 @@ def test_dataset_cache_reuse_and_rebuild(midi_folder, tmp_path, monkeypatch):
     stamp = (out / "index.json").stat().st_mtime_ns
     build_small(folder, None, force=True)
     assert (out / "index.json").stat().st_mtime_ns != stamp
+    # so does a change of the encoder's source
+    stamp = (out / "index.json").stat().st_mtime_ns
+    monkeypatch.setattr(data, "_encoder_fingerprint", lambda: "another encoder")
+    assert build_small(folder, None) == out
+    assert (out / "index.json").stat().st_mtime_ns != stamp
 
 
 def test_max_pieces_takes_a_seeded_subset(midi_folder, tmp_path):
