@@ -427,7 +427,7 @@ def corpus_manifest(folder=None):
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Split:
     """One split of a dataset (chapter 04_training).
 
@@ -471,7 +471,7 @@ class Split:
         return float(np.count_nonzero(self.sequence) / n) if n else 0.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Dataset:
     """A built dataset: ``.train`` and ``.val`` :class:`Split` s, ``.encoding``, ``.index`` (the
     JSON index) and ``.path`` (chapter 04_training)."""
