@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoding import DEFAULT_ENCODING, Encoding, midi_to_roll, roll_to_sequence
+from .encoding import DEFAULT_ENCODING, Encoding, load_midi, midi_to_roll, roll_to_sequence
 from .errors import ConfigError, MidiError, PianolabError
 from .settings import data_dir
 
@@ -653,8 +653,6 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
                 break
             path = by_name[name]
             try:
-                from .encoding import load_midi
-
                 pm = load_midi(path)
                 rolls[name] = midi_to_roll(pm, encoding, sustain=sustain, out_of_range=out_of_range)
                 midis[name] = pm
