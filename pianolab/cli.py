@@ -57,6 +57,8 @@ def build_parser():
     p.add_argument("--seconds", type=float, default=30.0, help="length of each performance")
     p.add_argument("--seed", default="silence",
                    help="MIDI file, 'corpus:NAME' (a corpus piece) or 'silence'")
+    p.add_argument("--seed-seconds", type=float, default=None,
+                   help="use only the first this many seconds of the seed (default: all of it)")
     p.add_argument("--streams", type=int, default=1, help="performances generated together")
     p.add_argument("--out", required=True, help="output folder for .mid and .wav files")
     p.add_argument("--temperature", type=float, default=1.0)
