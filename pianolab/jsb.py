@@ -398,8 +398,10 @@ class JSBConfig:
     is a window of ``n_targets`` key states (plus the receptive field before them) from one
     training piece, prefixed with silence, transposed by a random whole number of semitones in
     ``[-transpose, transpose]``; the Adam learning rate decays from ``learning_rate`` to
-    ``learning_rate * final_lr_fraction`` along a cosine over ``steps``. The validation NLL is
-    measured every ``eval_every`` steps and the best model kept.
+    ``learning_rate * final_lr_fraction`` along a cosine over ``steps`` (AdamW with decoupled
+    ``weight_decay`` when it is > 0). ``dropout`` > 0 drops that fraction of every hidden layer's
+    activations during training only (the saved model is a plain pianolab model). The validation
+    NLL is measured every ``eval_every`` steps and the best model kept.
     """
 
     filter_increments: list = field(default_factory=lambda: [[16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]])
@@ -409,6 +411,8 @@ class JSBConfig:
     learning_rate: float = 1e-3
     final_lr_fraction: float = 0.05
     transpose: int = 5
+    weight_decay: float = 0.0
+    dropout: float = 0.0
     eval_every: int = 500
     seed: int = 0
 
@@ -429,6 +433,10 @@ class JSBConfig:
             raise ConfigError("learning_rate", f"expected a number in (0, 1), got {self.learning_rate!r}")
         if not (isinstance(self.final_lr_fraction, (int, float)) and 0 < self.final_lr_fraction <= 1):
             raise ConfigError("final_lr_fraction", f"expected a number in (0, 1], got {self.final_lr_fraction!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
+            raise ConfigError("weight_decay", f"expected a number in [0, 1), got {self.weight_decay!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ConfigError("dropout", f"expected a number in [0, 1), got {self.dropout!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError("seed", f"expected an int, got {self.seed!r}")
 
@@ -494,6 +502,22 @@ def random_transpose(roll, max_semitones, rng):
     hi = min(max_semitones, N_KEYS - 1 - int(keys.max()))
     shift = int(rng.integers(lo, hi + 1))
     return transpose(roll, shift), shift
+
+
+def with_dropout(model, rate, seed=None):
+    """A training view of a pianolab model with ``Dropout(rate)`` after every hidden layer.
+
+    The view shares its layers (and so its weights) with ``model``; dropout acts only in training
+    (chapter 08_benchmark_jsb).
+    """
+    import keras
+
+    x = inputs = keras.Input(shape=(None, 1), name="key_states")
+    for layer in model.layers[1:]:
+        x = layer(x)
+        if layer.name != "output":
+            x = keras.layers.Dropout(rate, seed=seed, name=f"{layer.name}_dropout")(x)
+    return keras.Model(inputs, x, name=f"{model.name}_dropout")
 
 
 def sample_windows(rolls, receptive_field, n_targets, batch_size, rng, transpose_max=0):
@@ -583,9 +607,15 @@ def train_jsb(run_dir, config=None, steps=None, jsb=None, progress=True, max_sec
         rows, step, seconds0, states, best = [], 0, 0.0, 0, math.inf
         rate = float(np.concatenate(jsb.train).mean())
         model = build_model(config.filter_increments, output_bias=logit(rate), seed=config.seed)
+        if config.dropout > 0:
+            model = with_dropout(model, config.dropout, seed=config.seed)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=config.steps, alpha=config.final_lr_fraction)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
+        if config.weight_decay > 0:
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        else:
+            optimizer = keras.optimizers.Adam(schedule)
+        model.compile(optimizer=optimizer,
                       loss=keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight"))
     bar = None
     if progress:
@@ -665,3 +695,47 @@ def read_history(run_dir=None):
     if not rows:
         raise ConfigError(str(run_dir / "history.csv"), "missing or empty history")
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def main(argv=None):
+    """``python -m pianolab.jsb train RUN_DIR [--config FILE] [--steps N] [--max-seconds S]`` and
+    ``python -m pianolab.jsb evaluate [RUN_DIR] [--split test]`` (chapter 08_benchmark_jsb)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pianolab.jsb", description="JSB Chorales benchmark")
+    parser.add_argument("--data", default=None, help="JSB JSON or pickle (default: $PIANOLAB_JSB, then ../shared)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train or resume the JSB run in RUN_DIR")
+    p.add_argument("run_dir")
+    p.add_argument("--config", default=None, help="JSON JSBConfig to start a new run with")
+    p.add_argument("--steps", type=int, default=None, help="train until this many steps in total")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop at the first evaluation after this")
+    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("evaluate", help="test NLL of a run (default: the shipped data/models/jsb)")
+    p.add_argument("run_dir", nargs="?", default=None)
+    p.add_argument("--split", default="test", choices=SPLITS)
+    args = parser.parse_args(argv)
+    try:
+        data = load_jsb(args.data)
+        if args.command == "train":
+            config = JSBConfig.load(args.config) if args.config else None
+            if args.steps is not None and args.steps < 1:
+                raise ConfigError("--steps", f"expected a whole number >= 1, got {args.steps}")
+            rows = train_jsb(args.run_dir, config, steps=args.steps, jsb=data,
+                             progress=not args.quiet, max_seconds=args.max_seconds)
+            best = min(rows, key=lambda r: float(r["valid_nll"]))
+            print(f"step {rows[-1]['step']}: best valid NLL {float(best['valid_nll']):.4f} nats/frame "
+                  f"at step {best['step']}")
+        else:
+            _, model = load_run(args.run_dir)
+            ev = evaluate(model, data.split(args.split))
+            print(f"{args.split}_nll={ev['nll']:.4f} {args.split}_nll_all_frames={ev['nll_all_frames']:.4f}")
+    except PianolabError as exc:
+        print(f"python -m pianolab.jsb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

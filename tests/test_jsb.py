@@ -330,3 +330,21 @@ def test_read_published(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("| model | JSB test NLL | source |\n|---|---|---|\n| TCN | 8.10 | paper |\n")
     assert jsb.read_published(readme) == {"TCN": 8.10}
+
+
+def test_dropout_trains_a_view_and_saves_a_plain_model(tmp_path):
+    from pianolab.model import build_model
+
+    base = build_model([[2, 2, 0]], seed=0)
+    view = jsb.with_dropout(base, 0.5, seed=0)
+    x = np.random.default_rng(0).random((1, 20, 1)).astype(np.float32)
+    np.testing.assert_allclose(view.predict_on_batch(x), base.predict_on_batch(x), rtol=1e-6)
+    assert not np.allclose(np.asarray(view(x, training=True)), base.predict_on_batch(x))
+    data = jsb.JSB(*[[jsb.piece_to_roll(p) for p in SMALL[s]] for s in jsb.SPLITS])
+    cfg = jsb.JSBConfig(filter_increments=[[2, 2, 0, 0]], n_targets=88, batch_size=2, steps=2,
+                        eval_every=2, dropout=0.2, transpose=0)
+    jsb.train_jsb(tmp_path / "run", cfg, jsb=data, progress=False)
+    _, model = jsb.load_run(tmp_path / "run")
+    assert not any("dropout" in layer.name for layer in model.layers)
+    with pytest.raises(ConfigError, match="dropout"):
+        jsb.JSBConfig(dropout=1.0)
