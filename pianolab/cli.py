@@ -29,6 +29,7 @@ def _cmd_generate(args):
 
 
 def build_parser():
+    """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
     parser = argparse.ArgumentParser(
         prog="pianolab",
         description="Piano-music generation with dilated convolutions (the pianolab book's CLI).",
@@ -72,6 +73,7 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the CLI; returns the exit status (chapter 04_training)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

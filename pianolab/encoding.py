@@ -81,13 +81,14 @@ DEFAULT_ENCODING = Encoding()
 
 
 def note_name(pitch):
-    """``note_name(60) == 'C4'`` (scientific pitch notation)."""
+    """``note_name(60) == 'C4'`` (scientific pitch notation; chapter 01_encoding)."""
     pitch = int(pitch)
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
 def load_midi(source):
-    """Read a MIDI file into ``pretty_midi.PrettyMIDI``; raise :class:`MidiError` naming the file.
+    """Read a MIDI file into ``pretty_midi.PrettyMIDI``; raise :class:`MidiError` naming the file
+    (chapter 01_encoding).
 
     ``source`` may be a path or an already loaded ``PrettyMIDI`` (returned as is).
     """
@@ -254,7 +255,8 @@ def roll_to_midi(roll, encoding=DEFAULT_ENCODING, *, velocity=80, program=0):
 
 
 def write_midi(roll, path, encoding=DEFAULT_ENCODING, **kwargs):
-    """Write a roll as a ``.mid`` file atomically (temp file, then rename); returns the path."""
+    """Write a roll as a ``.mid`` file atomically (temp file, then rename); returns the path
+    (chapter 01_encoding)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pm = roll_to_midi(roll, encoding, **kwargs)
@@ -288,7 +290,8 @@ def roll_to_sequence(roll):
 
 
 def sequence_to_roll(sequence, n_keys=DEFAULT_ENCODING.n_keys):
-    """Flat key-state sequence -> roll ``[T, n_keys]``; the length must be a multiple of ``n_keys``."""
+    """Flat key-state sequence -> roll ``[T, n_keys]``; the length must be a multiple of ``n_keys``
+    (chapter 01_encoding)."""
     sequence = np.asarray(sequence)
     if sequence.ndim != 1 or sequence.size % n_keys:
         raise ValueError(

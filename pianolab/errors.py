@@ -6,7 +6,7 @@ input without reading pianolab's source.
 
 
 class PianolabError(ValueError):
-    """Base class of pianolab's input errors."""
+    """Base class of pianolab's input errors (chapter 01_encoding shows the first of them)."""
 
 
 class MidiError(PianolabError):

@@ -29,7 +29,7 @@ PRESETS = {
 
 
 def preset(name):
-    """The ``filter_increments`` of a named preset (a fresh copy)."""
+    """The ``filter_increments`` of a named preset, a fresh copy (chapter 03_receptive_field)."""
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return [list(block) for block in PRESETS[name]]
@@ -75,7 +75,8 @@ def count_params(filter_increments, kernel_size=2, in_channels=1):
 
 
 def logit(p):
-    """``log(p / (1 - p))``: the output bias that makes an untrained model predict rate ``p``."""
+    """``log(p / (1 - p))``: the output bias that makes an untrained model predict rate ``p``
+    (chapter 02_chain_rule)."""
     p = float(p)
     if not 0 < p < 1:
         raise ValueError(f"a base rate must lie strictly between 0 and 1, got {p}")
@@ -114,7 +115,7 @@ def build_model(filter_increments, *, output_bias=0.0, activation="elu", name="p
 
 
 def model_receptive_field(model):
-    """Receptive field of a built pianolab model, read off its layers."""
+    """Receptive field of a built pianolab model, read off its layers (chapter 03_receptive_field)."""
     rf = 1
     for layer in model.layers:
         if hasattr(layer, "dilation_rate") and hasattr(layer, "kernel_size"):
@@ -123,7 +124,8 @@ def model_receptive_field(model):
 
 
 def filter_increments_of(model):
-    """Recover ``filter_increments`` from a built pianolab model (inverse of :func:`build_model`)."""
+    """Recover ``filter_increments`` from a built pianolab model, the inverse of :func:`build_model`
+    (chapter 03_receptive_field)."""
     blocks, prev = [], 0
     for layer in model.layers:
         if getattr(layer, "name", "") == "output" or not hasattr(layer, "dilation_rate"):

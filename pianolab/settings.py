@@ -14,12 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def quick():
-    """True when ``PIANOLAB_QUICK`` is set to a true value (CI's small-and-fast mode)."""
+    """True when ``PIANOLAB_QUICK`` is set to a true value: CI's small-and-fast mode (chapter 04_training)."""
     return os.environ.get("PIANOLAB_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def data_dir():
-    """The folder holding corpora, datasets and shipped models."""
+    """The folder holding corpora, datasets and shipped models (chapter 01_encoding)."""
     env = os.environ.get("PIANOLAB_DATA")
     if env:
         return Path(env).expanduser()
@@ -29,12 +29,13 @@ def data_dir():
 
 
 def models_dir():
-    """The folder of the shipped, pretrained models (``data/models``)."""
+    """The folder of the shipped, pretrained models, ``data/models`` (chapter 06_shallow_vs_deep)."""
     return data_dir() / "models"
 
 
 def jsb_path(path=None):
-    """The JSB Chorales JSON: ``path``, else ``$PIANOLAB_JSB``, else ``../shared/benchmarks/jsb``."""
+    """The JSB Chorales JSON: ``path``, else ``$PIANOLAB_JSB``, else ``../shared/benchmarks/jsb``
+    (chapter 08_benchmark_jsb)."""
     if path is not None:
         return Path(path).expanduser()
     env = os.environ.get("PIANOLAB_JSB")
