@@ -63,6 +63,7 @@ __all__ = [
     "naive_probabilities",
     "naive_sample",
     "FastSampler",
+    "SamplerState",
     "generate",
     "write_performances",
     "load_generation_model",
@@ -500,10 +501,13 @@ if numba is not None:
         x = np.empty(S, np.float32)
         for s in range(S):
             x[s] = xlast[s_lo + s]
+        c0 = cin[0]
         for i in range(n):
             t = t0 + i  # position of the newest state x
             for s in range(S):
                 h[s, 0] = x[s]
+                for k in range(1, c0):
+                    h[s, k] = np.float32(0.0)  # padded input channels
             for l in range(n_layers):
                 ci = cin[l]
                 cp = cpad[l]
@@ -608,29 +612,41 @@ class FastSampler:
         self.n_params = sum(lay.kernel.size + lay.bias.size for lay in self.layers) + self.w_out.size + 1
         self.threads = threads
         self._pack()
+        self._consts = self._silence()
         if verify:
             self._verify(model)
 
     # -- weights laid out for the kernel ----------------------------------------------------
     def _pack(self):
+        """Lay the weights out for the kernel: one contiguous ``[c_out, 2 c_in]`` matrix per layer.
+
+        For the compiled kernel, channel counts are padded to multiples of 8 with zero weights
+        (padded channels stay exactly 0), so every dot product runs over whole 16-float vectors.
+        """
         L = len(self.layers)
-        self._cin = np.array([lay.kernel.shape[1] for lay in self.layers], np.int64)
+        pad = 8 if self.backend == "numba" else 1
+        cin = np.array([lay.kernel.shape[1] for lay in self.layers], np.int64)
         cout = np.array([lay.kernel.shape[2] for lay in self.layers], np.int64)
-        self._cpad = (cout + 3) // 4 * 4
+        self._cpad = -(-cout // pad) * pad
+        self._cin = np.concatenate([[-(-1 // pad) * pad], self._cpad[:-1]]).astype(np.int64)
         self._dil = np.array([lay.dilation for lay in self.layers], np.int64)
         self._act = np.array([ACTIVATIONS[lay.activation] for lay in self.layers], np.int64)
-        self._cmax = int(max(self._cpad.max(), self._cin.max(), 4))
+        self._cmax = int(max(self._cpad.max(), self._cin.max(), 8))
         self._woff = np.zeros(L + 1, np.int64)
         self._woff[1:] = np.cumsum(2 * self._cin * self._cpad)
         self._W = np.zeros(self._woff[-1], np.float32)
         self._B = np.zeros((L, self._cmax), np.float32)
+        self._np_layers = []
         for l, lay in enumerate(self.layers):
-            ci, co, cp = self._cin[l], cout[l], self._cpad[l]
-            m = np.zeros((cp, 2 * ci), np.float32)  # row j: output j's weights on [x[t-d], x[t]]
-            m[:co, :ci] = lay.kernel[0].T
-            m[:co, ci:] = lay.kernel[1].T
+            ci, cp = self._cin[l], self._cpad[l]
+            k = np.zeros((2, ci, cp), np.float32)
+            k[:, :cin[l], :cout[l]] = lay.kernel
+            m = np.concatenate([k[0], k[1]], axis=0).T  # row j: output j's weights on [x[t-d], x[t]]
             self._W[self._woff[l]:self._woff[l + 1]] = m.ravel()
-            self._B[l, :co] = lay.bias
+            self._B[l, :cout[l]] = lay.bias
+            self._np_layers.append((k[0], k[1], self._B[l, :cp].copy(), _NP_ACT[lay.activation], lay.dilation))
+        self._w_out = np.zeros(self._cpad[-1], np.float32)
+        self._w_out[:cout[-1]] = self.w_out
         self._qoff = np.zeros(L + 1, np.int64)
         self._qoff[1:] = np.cumsum(self._dil * self._cin)  # layer l's queue: dil[l] rows of cin[l]
 
@@ -648,36 +664,39 @@ class FastSampler:
                              "are not one chain of dilated Conv1D layers as pianolab builds them")
 
     # -- queues ----------------------------------------------------------------------------
-    def _forward_np(self, x):
-        """Plain numpy forward pass over ``x`` [S, T]: every layer's input, 'valid' lengths."""
-        h = np.asarray(x, np.float32)[:, :, None]
-        inputs = []
-        for lay in self.layers:
-            inputs.append(h)
-            d = lay.dilation
-            h = _NP_ACT[lay.activation](h[:, :-d] @ lay.kernel[0] + h[:, d:] @ lay.kernel[1] + lay.bias)
-        return inputs, h
+    def _silence(self):
+        """Every layer's input when the whole history is silence: a constant vector per layer."""
+        h = np.zeros(self._cin[0], np.float32)
+        consts = []
+        for k0, k1, b, act, _ in self._np_layers:
+            consts.append(h)
+            h = act(h @ k0 + h @ k1 + b).astype(np.float32)
+        return consts
 
     def _start(self, hist, start):
-        """Queues and newest state for predicting position ``start`` of zero-padded histories [S, >=start]."""
+        """Queues and newest state for predicting position ``start`` of histories ``hist`` [S, >= start].
+
+        Positions before 0 are silence. The queues start as the activations of silence (constant
+        over time), then the fast steps run over the history with its states forced: one forward
+        pass over the seed, from its first sounding state (silence leaves the constants as they
+        are) up to ``start - 1``. Only the last ``RF - 1`` states before the newest can reach the
+        queues, so older ones are skipped. Returns ``(Q, xlast, t0)`` with ``t0 = start - 1``, the
+        position of the newest state ``xlast``.
+        """
         S = hist.shape[0]
         rf = self.receptive_field
-        padded = np.concatenate([np.zeros((S, rf), np.uint8), hist[:, :start]], axis=1)
-        # inputs at positions start-rf .. start-2 (rf - 1 states); the newest, start-1, goes in xlast
-        window = padded[:, start:start + rf - 1]
-        xlast = padded[:, start + rf - 1].astype(np.float32)
         t0 = start - 1
-        Q = np.zeros((S, int(self._qoff[-1])), np.float32)
-        uniq, inverse = np.unique(window, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).reshape(-1)
-        inputs, _ = self._forward_np(uniq)
-        for l, lay in enumerate(self.layers):
-            d, ci = lay.dilation, lay.kernel.shape[1]
-            last = inputs[l][:, -d:, :]  # layer input at positions t0-d .. t0-1
-            slots = np.arange(t0 - d, t0) % d
-            block = np.zeros((uniq.shape[0], d, ci), np.float32)
-            block[:, slots, :] = last
-            Q[:, self._qoff[l]:self._qoff[l + 1]] = block.reshape(uniq.shape[0], -1)[inverse]
+        Q = np.empty((S, int(self._qoff[-1])), np.float32)
+        for l, c in enumerate(self._consts):
+            Q[:, self._qoff[l]:self._qoff[l + 1]] = np.tile(c, self.layers[l].dilation)
+        xlast = np.zeros(S, np.float32)
+        first = max(0, start - rf)  # oldest position that can still reach the queues at t0
+        window = hist[:, first:start]
+        sounding = np.flatnonzero(window.any(axis=0))
+        if sounding.size:
+            f = first + int(sounding[0])  # first sounding position: start the pass just before it
+            forced = np.ascontiguousarray(hist[:, f:start], np.uint8)
+            self._run(Q, xlast, f - 1, start - f, forced=forced)  # leaves xlast = hist[:, start - 1]
         return Q, xlast, t0
 
     def _run(self, Q, xlast, t0, n, forced=None, u=None, temperature=1.0, thresholds=()):
@@ -692,40 +711,47 @@ class FastSampler:
         thr = np.asarray(thresholds, np.float32)
         inv_temp = np.float32(1.0 / float(temperature))
         if self.backend == "numba":
+            args = (self._W, self._woff, self._B, self._cin, self._cpad, self._dil, self._act, self._qoff,
+                    self._w_out, np.float32(self.b_out), Q, xlast, np.int64(t0), np.int64(n),
+                    np.ascontiguousarray(forced, np.uint8), bool(use_forced), np.ascontiguousarray(u, np.float64),
+                    np.int64(self.n_keys), inv_temp, thr, probs, states)
             bounds = self._bounds(S)
-            _advance(self._W, self._woff, self._B, self._cin, self._cpad, self._dil, self._act, self._qoff,
-                     self.w_out, np.float32(self.b_out), Q, xlast, np.int64(t0), np.int64(n),
-                     np.ascontiguousarray(forced, np.uint8), bool(use_forced), np.ascontiguousarray(u, np.float64),
-                     np.int64(self.n_keys), inv_temp, thr, probs, states, bounds, np.int64(self._cmax))
+            if bounds.size == 2:  # one group: no thread pool
+                _advance_group(*args, np.int64(0), np.int64(S), np.int64(self._cmax))
+            else:
+                with numba.parallel_chunksize(1):
+                    _advance(*args, bounds, np.int64(self._cmax))
         else:
             self._run_numpy(Q, xlast, t0, n, forced, use_forced, u, inv_temp, thr, probs, states)
         return probs, states
 
     def _bounds(self, S):
-        """Split S streams into one group per thread, in multiples of four where possible."""
+        """Split S streams into groups of four (one 4 x 4 register block each) for the threads.
+
+        The groups are handed to the threads one at a time (``parallel_chunksize(1)``), so a
+        thread that the operating system slows down takes fewer groups.
+        """
         threads = self.threads or (numba.get_num_threads() if numba is not None else 1)
-        groups = max(1, min(int(threads), S // 4 if S >= 8 else 1))
-        blocks = -(-S // 4)
-        per = [blocks // groups + (1 if g < blocks % groups else 0) for g in range(groups)]
-        bounds = np.minimum(np.concatenate([[0], np.cumsum(per) * 4]), S).astype(np.int64)
-        return bounds
+        if threads <= 1 or S < 8:
+            return np.array([0, S], np.int64)
+        return np.append(np.arange(0, S, 4), S).astype(np.int64)
 
     def _run_numpy(self, Q, xlast, t0, n, forced, use_forced, u, inv_temp, thr, probs, states):
         """The same algorithm as the compiled kernel, one numpy call per layer per key state."""
         S = Q.shape[0]
-        queues = [Q[:, self._qoff[l]:self._qoff[l + 1]].reshape(S, lay.dilation, -1)
-                  for l, lay in enumerate(self.layers)]  # views: updates land in Q
-        acts = [_NP_ACT[lay.activation] for lay in self.layers]
+        queues = [Q[:, self._qoff[l]:self._qoff[l + 1]].reshape(S, d, -1)
+                  for l, (_, _, _, _, d) in enumerate(self._np_layers)]  # views: updates land in Q
         x = xlast.astype(np.float32).copy()
         for i in range(n):
             t = t0 + i
-            h = x[:, None]
-            for lay, q, act in zip(self.layers, queues, acts):
-                slot = t % lay.dilation
-                old = q[:, slot, :].copy()
-                q[:, slot, :] = h
-                h = act(old @ lay.kernel[0] + h @ lay.kernel[1] + lay.bias)
-            z = h @ self.w_out + np.float32(self.b_out)
+            h = np.zeros((S, self._cin[0]), np.float32)
+            h[:, 0] = x
+            for (k0, k1, b, act, d), q in zip(self._np_layers, queues):
+                slot = t % d
+                old = q[:, slot, :].copy()  # the layer's input d positions ago
+                q[:, slot, :] = h  # replaced by today's, needed again in d steps
+                h = act(old @ k0 + h @ k1 + b)
+            z = h @ self._w_out + np.float32(self.b_out)
             p = 1.0 / (1.0 + np.exp(-z))
             probs[:, i] = p
             if use_forced:
@@ -765,36 +791,49 @@ class FastSampler:
         probs, _ = self._run(Q, xlast, t0, n - start + 1, forced=forced)
         return probs[0] if single else probs
 
-    def sample(self, seed=None, n_steps=48, *, streams=1, temperature=1.0, edge_aversion=True,
-               random_seed=0, progress=False, steps_per_second=DEFAULT_ENCODING.steps_per_second,
-               chunk_steps=None, return_probabilities=False):
-        """Sample ``n_steps`` new time steps for each of ``streams`` performances (chapter 05_fast_wavenet).
+    def start(self, seed=None, streams=1, random_seed=0):
+        """Fill the queues from a seed; returns a :class:`SamplerState` to :meth:`advance` (chapter 05_fast_wavenet).
 
         ``seed``: None (silence), a roll ``[T, n_keys]`` shared by all streams, or one roll per
-        stream (a list, or ``[streams, T, n_keys]``). The controls are described in the module
-        docstring. Returns uint8 ``[streams, n_steps, n_keys]`` (and the raw model
-        probabilities ``[streams, n_steps, n_keys]`` with ``return_probabilities``).
+        stream (a list, or ``[streams, T, n_keys]``), zero-padded by :func:`seed_history`.
+        Stream ``k`` draws its random numbers from ``default_rng([random_seed, k])``.
         """
         streams = int(streams)
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
+        K = self.n_keys
+        hist = [seed_history(s, self.receptive_field, K) for s in _seed_rolls(seed, streams, K)]
+        longest = max(h.size for h in hist)
+        hist = np.stack([np.concatenate([np.zeros(longest - h.size, np.uint8), h]) for h in hist])
+        Q, xlast, t0 = self._start(hist, hist.shape[1])
+        return SamplerState(Q, xlast, t0, _stream_rngs(random_seed, streams))
+
+    def advance(self, state, n_steps, *, temperature=1.0, edge_aversion=True, progress=False,
+                steps_per_second=DEFAULT_ENCODING.steps_per_second, chunk_steps=None,
+                return_probabilities=False):
+        """Sample the next ``n_steps`` time steps of every stream of ``state`` (updated in place).
+
+        Returns uint8 ``[streams, n_steps, n_keys]`` (and the model's raw probabilities of those
+        states, float32, same shape, with ``return_probabilities``). The work is done in chunks
+        of ``chunk_steps`` time steps (default: one second of music) between progress updates
+        (chapter 05_fast_wavenet).
+        """
         temperature = _check_temperature(temperature)
         thr = edge_thresholds(edge_aversion, self.n_keys)
         K = self.n_keys
-        hist = np.stack([seed_history(s, self.receptive_field, K) for s in _seed_rolls(seed, streams, K)])
-        Q, xlast, t0 = self._start(hist, hist.shape[1])
-        rngs = _stream_rngs(random_seed, streams)
+        S = state.streams
         n_steps = int(n_steps)
         chunk = int(chunk_steps or max(1, int(round(steps_per_second))))
-        out = np.zeros((streams, n_steps * K), np.uint8)
-        probs_all = np.zeros((streams, n_steps * K), np.float32) if return_probabilities else None
+        out = np.zeros((S, n_steps * K), np.uint8)
+        probs_all = np.zeros((S, n_steps * K), np.float32) if return_probabilities else None
         bar = _bar(progress, n_steps / steps_per_second, "fast")
         done = 0
         while done < n_steps:
             m = min(chunk, n_steps - done)
-            u = np.stack([r.random(m * K) for r in rngs])
-            probs, states = self._run(Q, xlast, t0 + done * K, m * K, u=u, temperature=temperature,
-                                      thresholds=thr)
+            u = np.stack([r.random(m * K) for r in state.rngs])
+            probs, states = self._run(state.queues, state.newest, state.position, m * K, u=u,
+                                      temperature=temperature, thresholds=thr)
+            state.position += m * K
             out[:, done * K:(done + m) * K] = states
             if probs_all is not None:
                 probs_all[:, done * K:(done + m) * K] = probs
@@ -803,10 +842,40 @@ class FastSampler:
                 bar.update(m / steps_per_second)
         if bar is not None:
             bar.close()
-        rolls = out.reshape(streams, n_steps, K)
+        rolls = out.reshape(S, n_steps, K)
         if return_probabilities:
-            return rolls, probs_all.reshape(streams, n_steps, K)
+            return rolls, probs_all.reshape(S, n_steps, K)
         return rolls
+
+    def sample(self, seed=None, n_steps=48, *, streams=1, temperature=1.0, edge_aversion=True,
+               random_seed=0, progress=False, steps_per_second=DEFAULT_ENCODING.steps_per_second,
+               chunk_steps=None, return_probabilities=False):
+        """Sample ``n_steps`` new time steps for each of ``streams`` performances (chapter 05_fast_wavenet).
+
+        :meth:`start` then :meth:`advance`; the controls are described in the module docstring.
+        Returns uint8 ``[streams, n_steps, n_keys]`` (and the raw model probabilities with
+        ``return_probabilities``).
+        """
+        temperature = _check_temperature(temperature)
+        edge_thresholds(edge_aversion, self.n_keys)  # check before the seed pass
+        state = self.start(seed, streams, random_seed)
+        return self.advance(state, n_steps, temperature=temperature, edge_aversion=edge_aversion,
+                            progress=progress, steps_per_second=steps_per_second, chunk_steps=chunk_steps,
+                            return_probabilities=return_probabilities)
+
+
+@dataclass
+class SamplerState:
+    """Where a batch of performances stands: the queues, the newest state, its position, the RNGs."""
+
+    queues: np.ndarray  # float32 [streams, queue floats]: every layer's ring buffer
+    newest: np.ndarray  # float32 [streams]: the newest key state, at ``position``
+    position: int  # position of the newest state in the (zero-padded) history
+    rngs: list  # one numpy Generator per stream
+
+    @property
+    def streams(self):
+        return self.queues.shape[0]
 
 
 def _check_temperature(temperature):
