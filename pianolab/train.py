@@ -439,8 +439,8 @@ def _atomic_copy(src, dst):
 def _fmt(v):
     if v is None:
         return ""
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(round(v, 7)) if abs(v) < 1e6 else repr(v)
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else repr(float(v))  # repr round-trips exactly
     return str(v)
 
 
@@ -928,11 +928,12 @@ class Trainer:
             losses, bad = cb.losses, cb.bad_step
         self.seconds += time.perf_counter() - t0
         if bad is not None:
+            kept = (f"kept its last good checkpoint (step {self.checkpoint_step}) in {self.ckpt_dir}"
+                    if self.checkpoint_step is not None else "had written no checkpoint yet")
             raise TrainingError(
                 f"the training loss became {losses[-1]} at step {bad} (batch size {b}, "
-                f"lr {self.config.training.lr}); the run stopped and kept its last good checkpoint "
-                f"(step {self.checkpoint_step}) in {self.ckpt_dir}. Lower training.lr or check the "
-                "data for non-finite values.")
+                f"lr {self.config.training.lr}); the run stopped and {kept}. Lower training.lr or "
+                "check the data for non-finite values.")
         self.step += len(losses)
         self.key_states += len(losses) * b * self.config.training.n_targets
         return losses
