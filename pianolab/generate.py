@@ -272,23 +272,24 @@ def load_seed(seed, encoding=DEFAULT_ENCODING, seed_seconds=None):
 
 
 def _corpus_piece(name):
-    from .data import default_corpus, midi_files  # data is a lower stage than generate
+    from .data import default_corpus, midi_files, piece_name  # data is a lower stage than generate
 
     name = name.strip()
     if not name:
-        raise ConfigError("seed", "'corpus:' needs the name of a piece, e.g. 'corpus:bwv846'")
-    files = midi_files(default_corpus(progress=False))
-    exact = [f for f in files if f.stem == name or f.name == name]
-    if exact:
-        return exact[0]
-    near = [f for f in files if name.lower() in f.stem.lower()]
+        raise ConfigError("seed", "'corpus:' needs the name of a piece, e.g. 'corpus:keyboard/bwv846'")
+    folder = default_corpus(progress=False)
+    files = {piece_name(f, folder): f for f in midi_files(folder)}
+    for key, f in files.items():
+        if name in (key, f.stem, f.name):
+            return f
+    near = [key for key in files if name.lower() in key.lower()]
     if len(near) == 1:
-        return near[0]
+        return files[near[0]]
     if not near:
-        some = ", ".join(f.stem for f in files[:5])
-        raise ConfigError("seed", f"no piece of the default corpus is called {name!r} (e.g. {some})")
-    raise ConfigError("seed", f"{len(near)} corpus pieces match {name!r} (e.g. "
-                              f"{', '.join(f.stem for f in near[:5])}); give the full name")
+        raise ConfigError("seed", f"no piece of the default corpus is called {name!r} "
+                                  f"(e.g. {', '.join(list(files)[:3])})")
+    raise ConfigError("seed", f"{len(near)} corpus pieces match {name!r} (e.g. {', '.join(near[:4])}); "
+                              "give the full name")
 
 
 def _stream_rngs(random_seed, streams):
@@ -972,35 +973,19 @@ def write_performances(rolls, out_dir, *, stem="performance", encoding=DEFAULT_E
 
 
 def load_generation_model(spec):
-    """A Keras model from a run directory, a ``.keras`` file or a shipped model name (chapter 05_fast_wavenet)."""
-    import keras
+    """A Keras model from a run directory, a ``.keras`` file or a shipped model name (chapter 05_fast_wavenet).
 
-    path = Path(str(spec)).expanduser()
-    candidates = [path]
-    if not path.exists():
-        from .settings import models_dir
+    Uses :func:`pianolab.train.load_model`; any failure becomes a
+    :class:`~pianolab.errors.ConfigError` for ``MODEL`` (the CLI's positional argument).
+    """
+    from .train import load_model
 
-        candidates.append(models_dir() / str(spec))
-    for p in candidates:
-        if p.is_dir():
-            try:
-                from .train import load_model
-            except ImportError:
-                load_model = None
-            if load_model is not None:
-                return load_model(p)
-            if (p / "model.keras").is_file():
-                return keras.saving.load_model(p / "model.keras", compile=False)
-            raise ConfigError("MODEL", f"{str(p)!r} is a folder without model.keras")
-        if p.is_file():
-            if p.suffix != ".keras":
-                raise ConfigError("MODEL", f"{str(p)!r} is not a .keras file or a run directory")
-            try:
-                return keras.saving.load_model(p, compile=False)
-            except Exception as exc:
-                raise ConfigError("MODEL", f"could not load {str(p)!r}: {exc}") from exc
-    raise ConfigError("MODEL", f"{str(spec)!r} is neither a run directory, a .keras file nor a shipped "
-                               f"model (looked in {candidates[-1].parent})")
+    try:
+        return load_model(Path(str(spec)).expanduser())
+    except ConfigError as exc:
+        raise ConfigError("MODEL", exc.reason) from exc
+    except Exception as exc:  # a damaged or foreign .keras file
+        raise ConfigError("MODEL", f"could not load {str(spec)!r}: {exc}") from exc
 
 
 def cli_generate(args):
