@@ -422,70 +422,83 @@ if numba is not None:
             out[j + 3] = a3
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _dense4(w, b, k2, cp, x0, x1, x2, x3, o0, o1, o2, o3):
-        """Four streams at once: each weight row is loaded once for four streams (4 x 4 block)."""
+    def _dense4(w, b, k2, cp, xc, h, s0, s1):
+        """Streams s0..s1-1 (a multiple of four), 4 streams x 4 outputs per register block.
+
+        The loop over output rows is outside the loop over streams, so four weight rows are
+        fetched once and reused from the L1 cache by every block of four streams.
+        """
         for j in range(0, cp, 4):
             w0 = w[j * k2:(j + 1) * k2]
             w1 = w[(j + 1) * k2:(j + 2) * k2]
             w2 = w[(j + 2) * k2:(j + 3) * k2]
             w3 = w[(j + 3) * k2:(j + 4) * k2]
-            a00 = b[j]
-            a01 = b[j + 1]
-            a02 = b[j + 2]
-            a03 = b[j + 3]
-            a10 = a00
-            a11 = a01
-            a12 = a02
-            a13 = a03
-            a20 = a00
-            a21 = a01
-            a22 = a02
-            a23 = a03
-            a30 = a00
-            a31 = a01
-            a32 = a02
-            a33 = a03
-            for k in range(k2):
-                v0 = w0[k]
-                v1 = w1[k]
-                v2 = w2[k]
-                v3 = w3[k]
-                y = x0[k]
-                a00 += y * v0
-                a01 += y * v1
-                a02 += y * v2
-                a03 += y * v3
-                y = x1[k]
-                a10 += y * v0
-                a11 += y * v1
-                a12 += y * v2
-                a13 += y * v3
-                y = x2[k]
-                a20 += y * v0
-                a21 += y * v1
-                a22 += y * v2
-                a23 += y * v3
-                y = x3[k]
-                a30 += y * v0
-                a31 += y * v1
-                a32 += y * v2
-                a33 += y * v3
-            o0[j] = a00
-            o0[j + 1] = a01
-            o0[j + 2] = a02
-            o0[j + 3] = a03
-            o1[j] = a10
-            o1[j + 1] = a11
-            o1[j + 2] = a12
-            o1[j + 3] = a13
-            o2[j] = a20
-            o2[j + 1] = a21
-            o2[j + 2] = a22
-            o2[j + 3] = a23
-            o3[j] = a30
-            o3[j + 1] = a31
-            o3[j + 2] = a32
-            o3[j + 3] = a33
+            for s in range(s0, s1, 4):
+                x0 = xc[s]
+                x1 = xc[s + 1]
+                x2 = xc[s + 2]
+                x3 = xc[s + 3]
+                a00 = b[j]
+                a01 = b[j + 1]
+                a02 = b[j + 2]
+                a03 = b[j + 3]
+                a10 = a00
+                a11 = a01
+                a12 = a02
+                a13 = a03
+                a20 = a00
+                a21 = a01
+                a22 = a02
+                a23 = a03
+                a30 = a00
+                a31 = a01
+                a32 = a02
+                a33 = a03
+                for k in range(k2):
+                    v0 = w0[k]
+                    v1 = w1[k]
+                    v2 = w2[k]
+                    v3 = w3[k]
+                    y = x0[k]
+                    a00 += y * v0
+                    a01 += y * v1
+                    a02 += y * v2
+                    a03 += y * v3
+                    y = x1[k]
+                    a10 += y * v0
+                    a11 += y * v1
+                    a12 += y * v2
+                    a13 += y * v3
+                    y = x2[k]
+                    a20 += y * v0
+                    a21 += y * v1
+                    a22 += y * v2
+                    a23 += y * v3
+                    y = x3[k]
+                    a30 += y * v0
+                    a31 += y * v1
+                    a32 += y * v2
+                    a33 += y * v3
+                o = h[s]
+                o[j] = a00
+                o[j + 1] = a01
+                o[j + 2] = a02
+                o[j + 3] = a03
+                o = h[s + 1]
+                o[j] = a10
+                o[j + 1] = a11
+                o[j + 2] = a12
+                o[j + 3] = a13
+                o = h[s + 2]
+                o[j] = a20
+                o[j + 1] = a21
+                o[j + 2] = a22
+                o[j + 3] = a23
+                o = h[s + 3]
+                o[j] = a30
+                o[j + 1] = a31
+                o[j + 2] = a32
+                o[j + 3] = a33
 
     @njit(cache=True, fastmath=True)
     def _advance_group(W, woff, B, cin, cpad, dil, act, qoff, w_out, b_out, Q, xlast, t0, n,
@@ -526,14 +539,11 @@ if numba is not None:
                         q[k] = hs[k]
                 w = W[woff[l]:woff[l + 1]]
                 b = B[l]
-                s = 0
-                while s + 4 <= S:
-                    _dense4(w, b, k2, cp, xc[s], xc[s + 1], xc[s + 2], xc[s + 3],
-                            h[s], h[s + 1], h[s + 2], h[s + 3])
-                    s += 4
-                while s < S:
+                s4 = S - S % 4
+                if s4 > 0:
+                    _dense4(w, b, k2, cp, xc, h, 0, s4)
+                for s in range(s4, S):
                     _dense1(w, b, k2, cp, xc[s], h[s])
-                    s += 1
                 for s in range(S):
                     _activate(h[s], cp, act[l], ibuf, fbuf)
             key = (t + 1) % n_keys  # the key of the state being predicted
