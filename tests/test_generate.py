@@ -272,3 +272,53 @@ def test_cli_refuses_a_model_of_another_layout(tmp_path):
     with pytest.raises(ConfigError) as err:
         gen.cli_generate(_args(path, tmp_path / "z"))
     assert err.value.key == "MODEL" and "Dense" in str(err.value)
+
+
+def test_advance_in_chunks_continues_the_same_performance():
+    model = random_model("tiny", seed=14, output_bias=logit(0.1))
+    sampler = gen.FastSampler(model)
+    seed = (np.random.default_rng(5).random((4, 72)) < 0.1).astype(np.uint8)
+    whole = sampler.sample(seed, 10, streams=3, random_seed=2)
+    state = sampler.start(seed, 3, random_seed=2)
+    first = sampler.advance(state, 4)
+    second = sampler.advance(state, 6, chunk_steps=1)
+    assert np.array_equal(np.concatenate([first, second], axis=1), whole)
+    assert state.position == gen.seed_history(seed, sampler.receptive_field, 72).size - 1 + 10 * 72
+
+
+def test_one_seed_per_stream():
+    model = random_model("tiny", seed=15, output_bias=logit(0.1))
+    sampler = gen.FastSampler(model)
+    rng = np.random.default_rng(6)
+    seeds = [(rng.random((n, 72)) < 0.2).astype(np.uint8) for n in (1, 3, 5)]
+    both = sampler.sample(seeds, 3, streams=3, random_seed=4, return_probabilities=True)[1]
+    for k, s in enumerate(seeds):  # each stream's probabilities follow its own seed
+        hist = np.concatenate([gen.seed_history(s, sampler.receptive_field, 72),
+                               sampler.sample(seeds, 3, streams=3, random_seed=4)[k].reshape(-1)])
+        ref = model_probabilities(model, hist, hist.size - 3 * 72)[0, :-1]
+        np.testing.assert_allclose(both[k].reshape(-1), ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="streams"):
+        sampler.sample(seeds, 3, streams=2)
+
+
+def test_cli_reads_a_run_directory(saved_model, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(saved_model, run / "model.keras")
+    out = tmp_path / "from_run"
+    gen.cli_generate(_args(run, out, streams=1, no_audio=True))
+    assert (out / "performance_00.mid").is_file()
+
+
+def test_corpus_piece_as_seed():
+    from pianolab import data
+
+    folder = data.default_corpus_dir()
+    if not folder.is_dir() or not any(folder.rglob("*.mid")):
+        pytest.skip("the default corpus is not built (make corpus builds it)")
+    roll = gen.load_seed("corpus:keyboard/bach_bwv846", seed_seconds=2.0)
+    assert roll.shape == (96, 72) and roll.any()
+    with pytest.raises(ConfigError, match="corpus pieces match"):
+        gen.load_seed("corpus:bwv")
