@@ -200,14 +200,16 @@ def piece_to_roll(piece):
 
 
 def roll_to_piece(roll):
-    """Binary roll ``[frames, 88]`` -> frames of sorted MIDI pitches (inverse of :func:`piece_to_roll`)."""
+    """Binary roll ``[frames, 88]`` -> frames of sorted MIDI pitches (inverse of :func:`piece_to_roll`;
+    chapter 08_benchmark_jsb)."""
     roll = np.asarray(roll)
     return [[int(k) + LOWEST for k in np.flatnonzero(row)] for row in roll]
 
 
 @dataclass
 class JSB:
-    """The benchmark as rolls: ``train`` / ``valid`` / ``test`` lists of ``uint8 [frames, 88]``."""
+    """The benchmark as rolls: ``train`` / ``valid`` / ``test`` lists of ``uint8 [frames, 88]``
+    (chapter 08_benchmark_jsb)."""
 
     train: list
     valid: list
@@ -230,7 +232,8 @@ def load_jsb(path=None):
 
 
 def transpose(roll, semitones):
-    """Shift a roll by whole semitones; raises ``ValueError`` if a note would leave the 88 keys."""
+    """Shift a roll by whole semitones; raises ``ValueError`` if a note would leave the 88 keys
+    (chapter 08_benchmark_jsb)."""
     semitones = int(semitones)
     if semitones == 0:
         return roll
@@ -270,7 +273,8 @@ def marginal_rates(rolls, eps=1e-7):
 
 
 def marginal_predictor(rates):
-    """A predictor (roll -> probs) that ignores the past and predicts ``rates`` for every frame."""
+    """A predictor (roll -> probs) that ignores the past and predicts ``rates`` for every frame
+    (chapter 08_benchmark_jsb)."""
     rates = np.asarray(rates, dtype=np.float64)
     return lambda roll: np.broadcast_to(rates, roll.shape)
 
@@ -287,7 +291,8 @@ def markov_rates(rolls, eps=1e-7):
 
 
 def markov_predictor(p_on, p_off):
-    """A predictor (roll -> probs): each key's probability given its own state one frame back."""
+    """A predictor (roll -> probs): each key's probability given its own state one frame back
+    (chapter 08_benchmark_jsb)."""
     def predict(roll):
         prev = np.vstack([np.zeros((1, roll.shape[1]), roll.dtype), roll[:-1]])
         return np.where(prev == 1, p_on, p_off)
@@ -318,7 +323,8 @@ def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):
 
 
 def keras_predictor(model, receptive_field=None):
-    """A predictor (roll -> probs) running a pianolab model, see :func:`model_probabilities`."""
+    """A predictor (roll -> probs) running a pianolab model, see :func:`model_probabilities`
+    (chapter 08_benchmark_jsb)."""
     return lambda roll: model_probabilities(model, roll, receptive_field)
 
 

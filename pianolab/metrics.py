@@ -179,7 +179,7 @@ def scott_bandwidth(samples):
     """Scott's rule for a 1-D Gaussian KDE: ``std(ddof=1) * n ** (-1/5)`` (as scipy's default).
 
     Samples with no spread (all equal, or a single one) get a bandwidth of ``1e-3 * max(1, |x|)``
-    so that the density is a narrow bump instead of a division by zero.
+    so that the density is a narrow bump instead of a division by zero (chapter 06_shallow_vs_deep).
     """
     x = np.asarray(samples, dtype=np.float64).ravel()
     if x.size == 0:
@@ -191,7 +191,7 @@ def scott_bandwidth(samples):
 
 
 def gaussian_kde(samples, bandwidth=None):
-    """A 1-D Gaussian kernel density estimate, written out (chapter 07_training_length).
+    """A 1-D Gaussian kernel density estimate, written out (chapter 06_shallow_vs_deep).
 
     ``p(x) = mean_i N(x; samples_i, h^2)`` with ``h`` = ``bandwidth`` or :func:`scott_bandwidth`.
     Returns the function ``p`` (numpy array in, density out); ``p.bandwidth`` holds ``h``.
@@ -227,7 +227,7 @@ def overlap_area(a, b, n_grid=2001, bandwidth=None):
     """Overlap area ``integral min(p_a, p_b) dx`` of the Gaussian KDEs of two samples, in [0, 1].
 
     1 means the two distributions coincide, 0 that they do not touch. ``bandwidth`` (default:
-    Scott's rule for each sample) applies to both (chapter 07_training_length).
+    Scott's rule for each sample) applies to both (chapter 06_shallow_vs_deep).
     """
     pa, pb = gaussian_kde(a, bandwidth), gaussian_kde(b, bandwidth)
     x = _grid([pa, pb], n_grid)
@@ -236,7 +236,7 @@ def overlap_area(a, b, n_grid=2001, bandwidth=None):
 
 def kde_kl(a, b, n_grid=2001, eps=1e-12):
     """``KL(p_a || p_b)`` in nats between the Gaussian KDEs of two samples, on a grid
-    (chapter 07_training_length)."""
+    (chapter 06_shallow_vs_deep)."""
     pa, pb = gaussian_kde(a), gaussian_kde(b)
     x = _grid([pa, pb], n_grid)
     ya, yb = pa(x) + eps, pb(x) + eps
@@ -246,7 +246,7 @@ def kde_kl(a, b, n_grid=2001, eps=1e-12):
 
 
 def intra_set_distances(values):
-    """All ``|v_i - v_j|`` (Euclidean for vectors), ``i < j``, within one set (chapter 07_training_length)."""
+    """All ``|v_i - v_j|`` (Euclidean for vectors), ``i < j``, within one set (chapter 06_shallow_vs_deep)."""
     v = np.asarray(values, dtype=np.float64)
     v = v.reshape(len(v), -1)
     d = np.sqrt(((v[:, None, :] - v[None, :, :]) ** 2).sum(-1))
@@ -254,14 +254,14 @@ def intra_set_distances(values):
 
 
 def inter_set_distances(a, b):
-    """All ``|a_i - b_j|`` (Euclidean for vectors) between two sets (chapter 07_training_length)."""
+    """All ``|a_i - b_j|`` (Euclidean for vectors) between two sets (chapter 06_shallow_vs_deep)."""
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
     return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).ravel()
 
 
 def pitch_class_kl(reference, generated, smoothing=1e-3):
-    """``KL(reference || generated)`` in nats between two pitch-class histograms (chapter 07_training_length).
+    """``KL(reference || generated)`` in nats between two pitch-class histograms (chapter 06_shallow_vs_deep).
 
     Each argument is a 12-vector or a ``[pieces, 12]`` array (rows are summed, so each piece's
     normalised histogram weighs the same).
@@ -280,7 +280,7 @@ def pitch_class_kl(reference, generated, smoothing=1e-3):
 
 
 def compare_sets(generated, reference, encoding=DEFAULT_ENCODING, statistics=SCALAR_STATISTICS):
-    """How close a generated set is to reference pieces, statistic by statistic (chapter 07_training_length).
+    """How close a generated set is to reference pieces, statistic by statistic (chapter 06_shallow_vs_deep).
 
     ``generated`` and ``reference`` are lists of rolls (each set needs at least two). Returns
     ``{statistic: {...}}`` with, for every scalar statistic: ``generated_mean``,
