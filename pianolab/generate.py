@@ -83,7 +83,10 @@ ACTIVATIONS = {"elu": 0, "relu": 1, "linear": 2}
 
 @dataclass
 class ConvLayer:
-    """One dilated layer as the samplers see it: ``y[t] = act(x[t-d] @ kernel[0] + x[t] @ kernel[1] + bias)``."""
+    """One dilated layer as the samplers see it (chapter 05_fast_wavenet).
+
+    ``y[t] = act(x[t - d] @ kernel[0] + x[t] @ kernel[1] + bias)``.
+    """
 
     kernel: np.ndarray  # float32 [2, c_in, c_out]; tap 0 multiplies the OLDER sample x[t - d]
     bias: np.ndarray  # float32 [c_out]
@@ -877,7 +880,11 @@ class FastSampler:
 
 @dataclass
 class SamplerState:
-    """Where a batch of performances stands: the queues, the newest state, its position, the RNGs."""
+    """Where a batch of performances stands (chapter 05_fast_wavenet).
+
+    The queues, the newest state, its position and one random generator per stream; made by
+    :meth:`FastSampler.start`, moved on by :meth:`FastSampler.advance`.
+    """
 
     queues: np.ndarray  # float32 [streams, queue floats]: every layer's ring buffer
     newest: np.ndarray  # float32 [streams]: the newest key state, at ``position``
@@ -886,6 +893,7 @@ class SamplerState:
 
     @property
     def streams(self):
+        """How many performances advance together."""
         return self.queues.shape[0]
 
 

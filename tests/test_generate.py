@@ -322,3 +322,13 @@ def test_corpus_piece_as_seed():
     assert roll.shape == (96, 72) and roll.any()
     with pytest.raises(ConfigError, match="corpus pieces match"):
         gen.load_seed("corpus:bwv")
+
+
+def test_many_streams_on_threads_match_the_numpy_backend():
+    model = random_model("tiny", seed=16, output_bias=logit(0.15))
+    fast = gen.FastSampler(model, n_keys=12, threads=2)
+    slow = gen.FastSampler(model, n_keys=12, backend="numpy", verify=False)
+    assert fast._bounds(9).tolist() == [0, 4, 8, 9]  # groups of four, handed to the threads
+    a = fast.sample(None, 4, streams=9, random_seed=3)
+    b = slow.sample(None, 4, streams=9, random_seed=3)
+    assert np.array_equal(a, b) and a.any()
