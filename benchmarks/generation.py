@@ -67,9 +67,13 @@ def main():
         t = time.perf_counter()
         state = fast.start(seed_roll, streams, random_seed)
         t_seed = time.perf_counter() - t
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fast.advance(state, int(seconds * ENC.steps_per_second), return_probabilities=probabilities)
-        return time.perf_counter() - t, t_seed, out
+        wall = time.perf_counter() - t
+        cpu_share[streams] = (time.process_time() - c) / wall  # cores this process got (busy machine?)
+        return wall, t_seed, out
+
+    cpu_share = {}
 
     sec1 = 3.0 if quick else 20.0
     runs = [run(1, sec1, 1, probabilities=True) for _ in range(3)]
@@ -89,7 +93,9 @@ def main():
     print(f"fast, 32 streams: {batch_rate:12,.0f} key states/s  real-time x{batch_rt:7.1f}  "
           f"({32 * sec32:g} s of music in {dt32:.2f} s, best of 3; seed pass {seed32:.2f} s; "
           f"key-down rate {roll32.mean():.3f})")
-    print(f"threads: {numba.get_num_threads()} (numba); CPU cores: {os.cpu_count()}")
+    print(f"threads: {numba.get_num_threads()} (numba); CPU cores: {os.cpu_count()}; cores this process got "
+          f"while generating (CPU time / wall time, last run): 1 stream {cpu_share[1]:.2f}, "
+          f"32 streams {cpu_share[32]:.2f}; load average {os.getloadavg()[0]:.1f}")
 
     # -- plain numpy baseline (same algorithm, one numpy call per layer per state) ----------
     # (seeded with silence: its seed pass is free, and the rate does not depend on the music)
