@@ -556,14 +556,14 @@ if numba is not None:
                 z = b_out
                 for k in range(c_last):
                     z += hs[k] * w_out[k]
-                p = _F1 / (_F1 + np.exp(-z))
+                p = _F1 / (_F1 + np.exp(min(-z, np.float32(80.0))))  # no overflow to inf
                 probs[s_lo + s, i] = p
                 if use_forced:
                     xn = forced[s_lo + s, i]
                 else:
                     q = p
                     if inv_temp != _F1:
-                        q = _F1 / (_F1 + np.exp(-z * inv_temp))
+                        q = _F1 / (_F1 + np.exp(min(-z * inv_temp, np.float32(80.0))))
                     if dist < n_thr and q < thr[dist]:
                         q = np.float32(0.0)
                     xn = np.uint8(1) if u[s_lo + s, i] < q else np.uint8(0)
