@@ -51,6 +51,8 @@ book: corpus
 benchmarks: corpus
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/jsb.py
+	$(PY) benchmarks/robustness.py
 
 clean:
 	rm -rf _build
