@@ -7,7 +7,7 @@ STAMP := $(VENV)/.pianolab-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: all setup system-deps corpus test test-unit test-notebooks book benchmarks clean
+.PHONY: all setup system-deps corpus test test-unit test-notebooks test-browser book benchmarks clean
 
 all: test
 
@@ -35,18 +35,29 @@ setup: $(STAMP) system-deps
 corpus: setup
 	$(PY) -m pianolab data
 
+JB := $(VENV)/bin/jupyter-book build . --all --path-output . -W --keep-going
+NBVAL := $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+
 test-unit: corpus
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
 
 test-notebooks: corpus
-	PIANOLAB_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider book -q
+	PIANOLAB_QUICK=1 $(NBVAL) book -q
+
+# The book as CI builds it (quick chapters), then opened in headless Chromium.
+test-browser: corpus
+	PIANOLAB_QUICK=1 $(JB)
+	$(PY) -m pytest tests/test_browser.py -q
 
 test: corpus
-	$(PY) -m pytest tests -q
-	PIANOLAB_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider book -q
+	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
+	PIANOLAB_QUICK=1 $(NBVAL) book -q
+	PIANOLAB_QUICK=1 $(JB)
+	$(PY) -m pytest tests/test_browser.py -q
 
+# The full book: every chapter executed in full (shipped models make that fit in minutes).
 book: corpus
-	$(VENV)/bin/jupyter-book build . --path-output . -W --keep-going
+	$(JB)
 
 benchmarks: corpus
 	$(PY) benchmarks/train_throughput.py
