@@ -159,7 +159,8 @@ def midi_files(folder):
 
 
 def piece_name(path, folder):
-    """A piece's name in a corpus: its path relative to the corpus folder, without the suffix."""
+    """A piece's name in a corpus: its path relative to the corpus folder, without the suffix
+    (chapter 04_training)."""
     rel = Path(path).relative_to(folder).as_posix()
     return rel.rsplit(".", 1)[0]
 
@@ -313,7 +314,8 @@ def _corpus_cache_valid(folder, manifest):
 
 
 def default_corpus_dir():
-    """Where :func:`default_corpus` keeps the exported MIDI files: ``data_dir()/corpus/default``."""
+    """Where :func:`default_corpus` keeps the exported MIDI files: ``data_dir()/corpus/default``
+    (chapter 01_encoding)."""
     return data_dir() / "corpus" / "default"
 
 
@@ -417,7 +419,8 @@ def _store_export(folder, res, pieces, failed):
 
 
 def corpus_manifest(folder=None):
-    """The manifest of an exported default corpus (dict), or None for a plain MIDI folder."""
+    """The manifest of an exported default corpus (dict), or None for a plain MIDI folder
+    (chapter 01_encoding)."""
     folder = Path(folder) if folder is not None else default_corpus_dir()
     return _read_json(folder / "manifest.json")
 

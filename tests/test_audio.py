@@ -194,6 +194,10 @@ def test_generation_panel_calls_generate_with_the_controls(monkeypatch):
     fake = types.ModuleType("pianolab.generate")
     fake.generate = fake_generate
     monkeypatch.setitem(sys.modules, "pianolab.generate", fake)
+    # `from . import generate` reads the package attribute first once the real module was imported
+    import pianolab
+
+    monkeypatch.setattr(pianolab, "generate", fake, raising=False)
     panel = audio.generation_panel("MODEL", seconds=3.0, temperature=0.9)
     c = panel.controls
     c["temperature"].value = 1.2
