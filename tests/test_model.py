@@ -77,6 +77,26 @@ def test_impulse_response_matches_the_receptive_field_formula(name):
         assert not moved[j + rf <= k].any()
 
 
+@pytest.mark.parametrize("name", ["pianonet_mini", "micro_1"])
+def test_wiring_of_the_deep_presets_matches_the_formula(name):
+    """Deep nets: with random weights a single-path contribution can round away in float32, so
+    measure the wiring with positive averaging weights, zero biases, on the last hidden layer."""
+    import keras
+
+    model = build_model(name, seed=0)
+    body = keras.Model(model.input, model.layers[-2].output)
+    for layer in body.layers[1:]:
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.full_like(kernel, 0.5 / kernel.shape[1]), np.zeros_like(bias)])
+    rf = receptive_field(name)
+    length = rf + 50
+    for k in (0, 30, rf - 1, rf + 49):
+        x = np.zeros((1, length, 1), "float32")
+        x[0, k, 0] = 1.0
+        moved = (np.asarray(body(x))[0] != 0).any(axis=1)
+        np.testing.assert_array_equal(moved, _expected_moved(k, length, rf), err_msg=f"input {k}")
+
+
 def test_causality_on_random_inputs():
     model = build_model("tiny", seed=1)
     rf = receptive_field("tiny")
