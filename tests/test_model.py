@@ -90,10 +90,12 @@ def test_wiring_of_the_deep_presets_matches_the_formula(name):
         layer.set_weights([np.full_like(kernel, 0.5 / kernel.shape[1]), np.zeros_like(bias)])
     rf = receptive_field(name)
     length = rf + 50
-    for k in (0, 30, rf - 1, rf + 49):
-        x = np.zeros((1, length, 1), "float32")
-        x[0, k, 0] = 1.0
-        moved = (np.asarray(body(x))[0] != 0).any(axis=1)
+    ks = (0, 30, rf - 1, rf + 49)
+    x = np.zeros((len(ks), length, 1), "float32")
+    x[np.arange(len(ks)), ks, 0] = 1.0  # one impulse per batch row
+    h = np.asarray(body(x))
+    for row, k in enumerate(ks):
+        moved = (h[row] != 0).any(axis=1)
         np.testing.assert_array_equal(moved, _expected_moved(k, length, rf), err_msg=f"input {k}")
 
 
