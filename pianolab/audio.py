@@ -24,13 +24,13 @@ import base64
 import html
 import io
 import os
-import tempfile
 import wave as _wave
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .encoding import DEFAULT_ENCODING, load_midi, roll_to_midi
 
 DEFAULT_SAMPLE_RATE = 22050
@@ -306,18 +306,7 @@ def write_wav(wave, path, sample_rate=DEFAULT_SAMPLE_RATE):
     renamed into place, so a reader never sees half a file.
     """
     path = Path(path)
-    data = wav_bytes(wave, sample_rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _io.write_bytes(path, wav_bytes(wave, sample_rate))
 
 
 def _waveform(item, encoding, sample_rate, max_seconds):

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .encoding import DEFAULT_ENCODING, Encoding, load_midi, midi_to_roll, roll_to_sequence
 from .errors import ConfigError, MidiError, PianolabError
 from .settings import data_dir
@@ -76,31 +76,7 @@ _FORMAT_PREFERENCE = (".mxl", ".musicxml", ".xml", ".krn", ".mei", ".abc")
 # ----------------------------------------------------------------------------------------------
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp, path):
-    """Give a finished temp file the usual permissions (mkstemp makes it 0600) and rename it."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes(path, data):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+_atomic_write_bytes = _io.write_bytes
 
 
 def _atomic_write_json(path, obj):
@@ -714,9 +690,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
 
 def _write_npy(path, rolls, total):
     """Write the rolls laid end to end as one flat uint8 .npy, atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _io.atomic_path(path, suffix=".npy") as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total,))
         pos = 0
         for roll in rolls:
@@ -725,11 +699,6 @@ def _write_npy(path, rolls, total):
             pos += flat.size
         arr.flush()
         del arr
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _stats_of_rolls(rolls, is_original, encoding):

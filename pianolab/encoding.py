@@ -27,13 +27,13 @@ within a step: ``roll.reshape(-1)``.
 
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_path
 from .errors import MidiError
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -260,15 +260,8 @@ def write_midi(roll, path, encoding=DEFAULT_ENCODING, **kwargs):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pm = roll_to_midi(roll, encoding, **kwargs)
-    fd, tmp = tempfile.mkstemp(suffix=".mid.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".mid") as tmp:
         pm.write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

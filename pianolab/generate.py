@@ -37,12 +37,12 @@ Controls, shared by both samplers:
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .encoding import DEFAULT_ENCODING, midi_to_roll, write_midi
 from .errors import ConfigError, MidiError, PianolabError
 
@@ -952,17 +952,7 @@ def generate(model, seconds=30.0, seed=None, streams=1, temperature=1.0, edge_av
     return out
 
 
-def _atomic_write_text(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write_text = _io.write_bytes
 
 
 def write_performances(rolls, out_dir, *, stem="performance", encoding=DEFAULT_ENCODING, audio=True,

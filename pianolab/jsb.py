@@ -33,15 +33,14 @@ import csv
 import io
 import json
 import math
-import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .encoding import Encoding
 from .errors import ConfigError, PianolabError
 from .settings import jsb_path
@@ -483,27 +482,8 @@ class JSBConfig:
         return cls.from_dict(d, where=str(path))
 
 
-def _atomic_write(path, data):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run's records are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_model(model, path):
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+_atomic_write = _io.write_bytes
+_atomic_save_model = _io.save_model
 
 
 def random_transpose(roll, max_semitones, rng):

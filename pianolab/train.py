@@ -36,13 +36,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from . import _io
 from .encoding import DEFAULT_ENCODING, Encoding
 from .errors import ConfigError, PianolabError
 from .model import PRESETS, build_model, layer_plan, logit, receptive_field
@@ -302,7 +302,7 @@ class RunConfig:
                 value = getattr(section, key)
                 if not check(value):
                     raise ConfigError(f"{name}.{key}", f"expected {allowed}, got {value!r}")
-        m, t, v = self.model, self.training, self.validation
+        m, t = self.model, self.training
         if m.preset is None and m.filter_increments is None:
             raise ConfigError("model.preset", "give model.preset (one of "
                               f"{sorted(PRESETS)}) or model.filter_increments")
@@ -393,43 +393,9 @@ def _as_config(config):
 # ----------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path, data):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _atomic_write_text(path, text):
-    return _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_save_model(model, path):
-    """``model.save`` to a temporary ``.keras`` file next to ``path``, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+_atomic_write_bytes = _io.write_bytes
+_atomic_write_text = _io.write_bytes
+_atomic_save_model = _io.save_model
 
 
 def _atomic_copy(src, dst):

@@ -1,0 +1,56 @@
+"""Atomic file writes, shared by every module that writes (not a pipeline stage).
+
+A file is written to a temporary file in the same folder, flushed to disk, given the usual
+permissions (``mkstemp`` makes it 0600) and renamed over the target with ``os.replace``: a reader,
+or a run killed half-way, sees the old file or the new one, never half a file.
+"""
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path, suffix=".tmp"):
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it goes.
+
+    ``suffix`` is the temporary file's ending, for writers that look at it (``.keras``, ``.npy``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data):
+    """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically; returns the path."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
+
+
+def save_model(model, path):
+    """``model.save`` to ``path`` (a ``.keras`` file) atomically; returns the path."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return Path(path)
