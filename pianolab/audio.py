@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .encoding import DEFAULT_ENCODING, load_midi, roll_to_midi
+from .encoding import DEFAULT_ENCODING, load_midi, pedal_spans, roll_to_midi
 
 DEFAULT_SAMPLE_RATE = 22050
 DEFAULT_MAX_SECONDS = 20.0
@@ -73,21 +73,6 @@ def _as_midi(midi_or_roll, encoding):
     return roll_to_midi(roll, encoding)
 
 
-def _sustain_spans(instrument):
-    """(down, up) times of the sustain pedal (controller 64 >= 64) on one instrument."""
-    events = sorted((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64)
-    spans, down_at = [], None
-    for time, down in events:
-        if down and down_at is None:
-            down_at = time
-        elif not down and down_at is not None:
-            spans.append((down_at, time))
-            down_at = None
-    if down_at is not None:
-        spans.append((down_at, np.inf))
-    return spans
-
-
 def _notes(pm, max_seconds=None, sustain=True):
     """Notes of every non-drum instrument as (pitch, start, end, velocity, channel), time-sorted.
 
@@ -99,7 +84,7 @@ def _notes(pm, max_seconds=None, sustain=True):
     for i, inst in enumerate(melodic):
         channel = i % 15
         channel = channel + 1 if channel >= 9 else channel  # skip the General MIDI drum channel
-        spans = _sustain_spans(inst) if sustain else []
+        spans = pedal_spans(inst) if sustain else []
         for n in inst.notes:
             start, end = float(n.start), float(n.end)
             for a, b in spans:

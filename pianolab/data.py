@@ -180,24 +180,17 @@ def corpus_sources():
         warnings.simplefilter("ignore")
         chorale_names = list(corpus.chorales.Iterator(returnType="filename"))
     sources, seen, missing = [], set(), []
-    for work in sorted(set(chorale_names)):
+    works = [(w, "chorales") for w in sorted(set(chorale_names))] + [(w, "keyboard") for w in KEYBOARD_WORKS]
+    for work, kind in works:
         path = _resolve_work(work)
         if path is None:
             missing.append(work)
             continue
-        if path in seen:
+        if path in seen:  # the chorale iterator names some files twice
             continue
         seen.add(path)
-        sources.append({"name": "chorales/" + path.stem, "work": work, "path": str(path)})
-    for work in KEYBOARD_WORKS:
-        path = _resolve_work(work)
-        if path is None:
-            missing.append(work)
-            continue
-        if path in seen:
-            continue
-        seen.add(path)
-        sources.append({"name": "keyboard/" + work.replace("/", "_"), "work": work, "path": str(path)})
+        name = path.stem if kind == "chorales" else work.replace("/", "_")
+        sources.append({"name": f"{kind}/{name}", "work": work, "path": str(path)})
     names = [s["name"] for s in sources]
     if len(set(names)) != len(names):  # two files with the same stem: keep names unique
         raise PianolabError(f"default corpus: duplicate piece names {sorted(n for n in names if names.count(n) > 1)}")

@@ -113,24 +113,29 @@ def load_midi(source):
         raise MidiError(path, f"not a readable MIDI file (truncated or corrupt: {reason})") from None
 
 
-def _sustained_notes(instrument):
-    """(pitch, start, end) of an instrument's notes, ends extended while the pedal is down."""
-    notes = [(n.pitch, n.start, n.end) for n in instrument.notes]
-    pedal = sorted(
-        ((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
-        key=lambda x: x[0],
-    )
-    if not pedal:
-        return notes
-    intervals, down_at = [], None
-    for time, down in pedal:
+def pedal_spans(instrument, open_end=np.inf):
+    """``[(down, up), ...]`` times of the sustain pedal (controller 64 >= 64) on one instrument;
+    a pedal still down at the end is up at ``open_end`` (chapter 01_encoding)."""
+    events = sorted(((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
+                    key=lambda x: x[0])
+    spans, down_at = [], None
+    for time, down in events:
         if down and down_at is None:
             down_at = time
         elif not down and down_at is not None:
-            intervals.append((down_at, time))
+            spans.append((down_at, time))
             down_at = None
     if down_at is not None:
-        intervals.append((down_at, max([e for _, _, e in notes] + [down_at])))
+        spans.append((down_at, max(open_end, down_at)))
+    return spans
+
+
+def _sustained_notes(instrument):
+    """(pitch, start, end) of an instrument's notes, ends extended while the pedal is down."""
+    notes = [(n.pitch, n.start, n.end) for n in instrument.notes]
+    intervals = pedal_spans(instrument, open_end=max([e for _, _, e in notes], default=0.0))
+    if not intervals:
+        return notes
     out = []
     for pitch, start, end in notes:
         for a, b in intervals:
