@@ -6,8 +6,8 @@ The built pages must load in a browser with no console errors and no network:
   body=...)``, as sphinx-thebe and sphinx-togglebutton do) into every page twice: once from the
   builder, once from the registry (``None`` and ``''`` compare unequal). The second copy of
   ``const THEBE_JS_URL = ...`` is a SyntaxError in the console. Duplicates are dropped here.
-* Browsers ask for ``/favicon.ico``; the book has none, so every page logs a 404. An empty inline
-  icon stops the request.
+* Browsers ask for ``/favicon.ico`` on a page with no icon link; the book ships a real icon
+  (``book/_extra/favicon.ico``, set in ``_config.yml``), so that request is not a 404.
 """
 
 
@@ -28,12 +28,6 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
         scripts[:] = unique
 
 
-def _no_favicon_request(app, pagename, templatename, context, doctree):
-    if not app.config.html_favicon:
-        context["metatags"] = context.get("metatags", "") + '\n<link rel="icon" href="data:,">'
-
-
 def setup(app):
     app.connect("html-page-context", _dedupe_scripts, priority=900)
-    app.connect("html-page-context", _no_favicon_request)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
