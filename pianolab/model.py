@@ -137,7 +137,7 @@ def filter_increments_of(model):
     return blocks
 
 
-def impulse_response(model, length, position, n_keys=None):
+def impulse_response(model, length, position):
     """Which outputs move when input ``position`` of an all-zero input of ``length`` is set to 1.
 
     Returns the boolean mask over the ``length - RF + 1`` outputs (chapter 03_receptive_field).

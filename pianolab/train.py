@@ -12,6 +12,9 @@ A **run directory** holds everything about one training run::
       checkpoints/
         step-00000200.keras  the last few checkpoints (weights + Adam state)
         latest.json          which checkpoint is the newest, with the step count and timers
+      snapshots/
+        step-000600.weights.h5  weights kept for good at the steps in training.snapshot_at
+                                (read back with snapshot_steps / load_snapshot; chapter 07)
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), and
 ``latest.json`` is written only after its checkpoint is complete. Running the same command again
@@ -35,6 +38,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -102,6 +106,10 @@ def _stretch_ok(v):
             and v[0] <= v[1])
 
 
+def _steps_ok(v):
+    return isinstance(v, (list, tuple)) and all(_is_int(s) and s >= 1 for s in v)
+
+
 def _encoding_ok(v):
     if v is None:
         return True
@@ -146,6 +154,8 @@ _RULES = {
         "validate_every": _int_at_least(0),
         "log_every": _int_at_least(1),
         "keep_checkpoints": _int_at_least(2),
+        "snapshot_at": (_steps_ok, "a list of step numbers >= 1 (weights kept in snapshots/), "
+                                   "e.g. [100, 200, 400]"),
         "seed": _int_at_least(0),
         "jit_compile": (lambda v: v in (True, False, "auto"), "true, false or 'auto'"),
         "distribute": (lambda v: v in (None, "mirrored"), "null or 'mirrored' (TensorFlow only)"),
@@ -191,6 +201,9 @@ class TrainingConfig:
     the batch size starts at ``batch_start`` and doubles every ``batch_double_every`` steps up to
     ``batch_end``. ``steps`` is the total number of optimizer steps; ``checkpoint_every`` and
     ``validate_every`` (0: never) count steps; ``log_every`` sets the history's resolution.
+    At each step in ``snapshot_at`` the weights are also kept for good in
+    ``snapshots/step-NNNNNN.weights.h5`` (checkpoints are rotated; snapshots are not), so that the
+    music of one run can be followed along its training (chapter 07_training_length).
     """
 
     lr: float = 1e-4
@@ -203,6 +216,7 @@ class TrainingConfig:
     validate_every: int = 100
     log_every: int = 10
     keep_checkpoints: int = 3
+    snapshot_at: list = field(default_factory=list)
     seed: int = 0
     jit_compile: object = False
     distribute: str = None
@@ -701,16 +715,50 @@ def load_model(path, which="latest", compile=False):
     return keras.models.load_model(path, compile=compile)
 
 
-def load_run(run_dir, which="latest"):
-    """``(config, model)`` of a run directory (chapter 04_training)."""
+def _run_dir(run_dir):
+    """A run directory, or the name of a shipped model under data/models."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() and not run_dir.exists():
+    if not run_dir.exists() and not run_dir.is_absolute():
         from .settings import models_dir
 
         if (models_dir() / run_dir).is_dir():
-            run_dir = models_dir() / run_dir
+            return models_dir() / run_dir
+    return run_dir
+
+
+def load_run(run_dir, which="latest"):
+    """``(config, model)`` of a run directory (chapter 04_training)."""
+    run_dir = _run_dir(run_dir)
     config = RunConfig.from_json(run_dir / "config.json")
     return config, load_model(run_dir, which=which)
+
+
+def snapshot_path(run_dir, step):
+    """Where a run keeps its weight snapshot of ``step`` (chapter 07_training_length)."""
+    return Path(run_dir) / "snapshots" / f"step-{int(step):06d}.weights.h5"
+
+
+def snapshot_steps(run_dir):
+    """The steps at which a run (or shipped model) kept a weight snapshot, ascending
+    (chapter 07_training_length)."""
+    folder = _run_dir(run_dir) / "snapshots"
+    found = (re.fullmatch(r"step-(\d+)\.weights\.h5", p.name) for p in folder.glob("step-*.weights.h5"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def load_snapshot(run_dir, step):
+    """A run's model as it was at snapshot ``step``: the architecture from its ``config.json``, then
+    the snapshot's weights (chapter 07_training_length)."""
+    run_dir = _run_dir(run_dir)
+    path = snapshot_path(run_dir, step)
+    if not path.is_file():
+        have = snapshot_steps(run_dir)
+        raise ConfigError("step", f"{run_dir} has no snapshot at step {step}; it has "
+                                  f"{have if have else 'none (set training.snapshot_at to keep some)'}")
+    config = RunConfig.from_json(run_dir / "config.json")
+    model = build_model(config.filter_increments, activation=config.model.activation)
+    model.load_weights(path)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -855,6 +903,13 @@ class Trainer:
         except Exception as exc:  # a plot must never stop a run
             print(f"pianolab train: could not draw loss.png ({exc})", file=sys.stderr)
 
+    def snapshot(self):
+        """Keep the current weights for good: ``snapshots/step-NNNNNN.weights.h5`` (atomic)."""
+        path = snapshot_path(self.run_dir, self.step)
+        with _io.atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        return path
+
     # -- training ------------------------------------------------------------------------------
     def batch_size_at(self, step):
         b = self.config.batch_size_at(step)
@@ -962,6 +1017,7 @@ class Trainer:
                     stops.append(_next_multiple(s, t.batch_double_every))
                 if t.validate_every:
                     stops.append(_next_multiple(s, t.validate_every))
+                stops += [a for a in t.snapshot_at if a > s]
                 k = min(stops) - s
                 losses = self.train_steps(k, bar)
                 self.pending[0] += float(np.sum(losses))
@@ -978,6 +1034,8 @@ class Trainer:
                         if val is not None:
                             post["val"] = f"{val['loss_per_state']:.4f}"
                         bar.set_postfix(post, refresh=False)
+                if s in t.snapshot_at:
+                    self.snapshot()
                 if s % t.checkpoint_every == 0 or s == total:
                     self.checkpoint()
         finally:
@@ -1002,7 +1060,7 @@ class _nullcontext:
 
 def _resolve_run_config(run_dir, config):
     """The config of a run: a new run's config is written to config.json; an existing run's must
-    match (only training.steps may change)."""
+    match (only training.steps and training.snapshot_at may change)."""
     path = run_dir / "config.json"
     existing = RunConfig.from_json(path) if path.is_file() else None
     if config is None:
@@ -1010,8 +1068,9 @@ def _resolve_run_config(run_dir, config):
     config = _as_config(config)
     if existing is not None:
         a, b = existing.to_dict(), config.to_dict()
-        a["training"].pop("steps")
-        b["training"].pop("steps")
+        for key in ("steps", "snapshot_at"):  # a run may be extended and snapshotted further
+            a["training"].pop(key)
+            b["training"].pop(key)
         if a != b:
             diff = _first_difference(a, b)
             raise ConfigError(diff, f"{run_dir} already holds a run with a different config "

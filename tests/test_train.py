@@ -27,7 +27,9 @@ from pianolab.train import (  # noqa: E402
     evaluate,
     load_model,
     load_run,
+    load_snapshot,
     make_model,
+    snapshot_steps,
     train,
 )
 
@@ -99,6 +101,8 @@ def test_config_round_trip(tmp_path):
     ({"data": {"encoding": {"n_keys": 200}}}, "data.encoding"),
     ({"validation": {"n_windows": 0}}, "validation.n_windows"),
     ({"model": "tiny"}, "model"),
+    ({"training": {"snapshot_at": [0, 100]}}, "training.snapshot_at"),
+    ({"training": {"snapshot_at": 100}}, "training.snapshot_at"),
 ])
 def test_config_errors_name_the_key(bad, key):
     with pytest.raises(ConfigError) as err:
@@ -184,6 +188,29 @@ def test_resume_continues_exactly(dataset, tmp_path):
         np.testing.assert_array_equal(wa, wb)
     assert [r["step"] for r in resumed.rows] == [r["step"] for r in full.rows]
     np.testing.assert_allclose(resumed.train_loss[1:], full.train_loss[1:], rtol=1e-6)
+
+
+def test_snapshots_keep_the_weights_of_their_steps(dataset, tmp_path):
+    """training.snapshot_at keeps weights at those steps for good (checkpoints rotate); a run can
+    be extended with more snapshot steps; load_snapshot rebuilds the model of a step."""
+    short = train(tmp_path / "a", tiny_config(steps=6, checkpoint_every=4), dataset=dataset, progress=False)
+    run = tmp_path / "b"
+    train(run, tiny_config(snapshot_at=[3, 6, 40], checkpoint_every=4), steps=10, dataset=dataset,
+          progress=False)
+    assert snapshot_steps(run) == [3, 6]  # step 40 is not reached yet
+    assert short.final_step == 6
+    # the snapshot of step 6 is the model a 6-step run ends with, although no checkpoint fell there
+    for wa, wb in zip(load_model(tmp_path / "a").get_weights(), load_snapshot(run, 6).get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(load_snapshot(run, 3).get_weights()[0], load_snapshot(run, 6).get_weights()[0])
+    # resuming with more snapshot steps is allowed (like more steps); other changes are not
+    train(run, tiny_config(snapshot_at=[3, 6, 12], checkpoint_every=4), steps=12, dataset=dataset,
+          progress=False)
+    assert snapshot_steps(run) == [3, 6, 12]
+    assert RunConfig.from_json(run / "config.json").training.snapshot_at == [3, 6, 12]
+    with pytest.raises(ConfigError, match=r"no snapshot at step 5.*\[3, 6, 12\]"):
+        load_snapshot(run, 5)
+    assert not list(run.rglob(".*tmp*")), "temporary files left behind"
 
 
 def test_nan_loss_stops_the_run(dataset, tmp_path):

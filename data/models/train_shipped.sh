@@ -4,6 +4,8 @@
 #   bash data/models/train_shipped.sh RUN_DIR CONFIG.json [STAGE_STEPS...]
 # Re-running it resumes: `pianolab train` continues from the newest checkpoint, and stages already
 # snapshotted are skipped.
+# (The trainer now keeps such snapshots itself: `"training": {"snapshot_at": [25, 100, ...]}` in
+# the run config. This script is kept as the exact record of how the shipped models were made.)
 set -euo pipefail
 run=$1; config=$2; shift 2
 stages=("$@")
