@@ -840,6 +840,7 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._val = None
+        self._twin = None  # an uncompiled copy of the model, for weights-only snapshots
         state = self._read_state()
         scope = self.strategy.scope() if self.strategy is not None else _nullcontext()
         with scope:
@@ -904,10 +905,18 @@ class Trainer:
             print(f"pianolab train: could not draw loss.png ({exc})", file=sys.stderr)
 
     def snapshot(self):
-        """Keep the current weights for good: ``snapshots/step-NNNNNN.weights.h5`` (atomic)."""
+        """Keep the current weights for good: ``snapshots/step-NNNNNN.weights.h5`` (atomic).
+
+        The weights alone: a compiled model's ``save_weights`` also writes the Adam moments (three
+        times the size), so the weights go through an uncompiled twin of the model.
+        """
+        if self._twin is None:
+            self._twin = build_model(self.config.filter_increments,
+                                     activation=self.config.model.activation)
+        self._twin.set_weights(self.model.get_weights())
         path = snapshot_path(self.run_dir, self.step)
         with _io.atomic_path(path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
+            self._twin.save_weights(tmp)
         return path
 
     # -- training ------------------------------------------------------------------------------

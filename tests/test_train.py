@@ -203,6 +203,10 @@ def test_snapshots_keep_the_weights_of_their_steps(dataset, tmp_path):
     for wa, wb in zip(load_model(tmp_path / "a").get_weights(), load_snapshot(run, 6).get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert not np.array_equal(load_snapshot(run, 3).get_weights()[0], load_snapshot(run, 6).get_weights()[0])
+    import h5py  # installed with Keras
+
+    with h5py.File(run / "snapshots" / "step-000006.weights.h5", "r") as f:
+        assert "optimizer" not in f, "a snapshot holds the weights alone, not the Adam state"
     # resuming with more snapshot steps is allowed (like more steps); other changes are not
     train(run, tiny_config(snapshot_at=[3, 6, 12], checkpoint_every=4), steps=12, dataset=dataset,
           progress=False)
