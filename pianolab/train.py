@@ -755,10 +755,14 @@ def load_snapshot(run_dir, step):
         have = snapshot_steps(run_dir)
         raise ConfigError("step", f"{run_dir} has no snapshot at step {step}; it has "
                                   f"{have if have else 'none (set training.snapshot_at to keep some)'}")
-    config = RunConfig.from_json(run_dir / "config.json")
-    model = build_model(config.filter_increments, activation=config.model.activation)
+    model = _architecture(RunConfig.from_json(run_dir / "config.json"))
     model.load_weights(path)
     return model
+
+
+def _architecture(config):
+    """The run's network, uncompiled, weights not yet meaningful (for loading weights into)."""
+    return build_model(config.filter_increments, activation=config.model.activation)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -911,8 +915,7 @@ class Trainer:
         times the size), so the weights go through an uncompiled twin of the model.
         """
         if self._twin is None:
-            self._twin = build_model(self.config.filter_increments,
-                                     activation=self.config.model.activation)
+            self._twin = _architecture(self.config)
         self._twin.set_weights(self.model.get_weights())
         path = snapshot_path(self.run_dir, self.step)
         with _io.atomic_path(path, suffix=".weights.h5") as tmp:
