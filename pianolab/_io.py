@@ -6,6 +6,7 @@ or a run killed half-way, sees the old file or the new one, never half a file.
 """
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,3 +55,16 @@ def save_model(model, path):
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return Path(path)
+
+
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp|\.keras|\.weights\.h5|\.npy)$")
+
+
+def remove_temp_files(folder):
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a writer was killed;
+    returns their names. Only names of that exact shape are touched."""
+    folder = Path(folder)
+    gone = sorted(p.name for p in folder.glob(".*") if p.is_file() and _TEMP.match(p.name)) if folder.is_dir() else []
+    for name in gone:
+        (folder / name).unlink(missing_ok=True)
+    return gone

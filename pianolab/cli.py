@@ -1,90 +1,119 @@
-"""Command line for long runs: ``python -m pianolab data | train | generate`` (chapter 04_training).
+"""The command line for long runs: ``python -m pianolab data | train | generate`` (chapter 04_training).
 
-Every bad argument or config ends in one line naming the flag or key and what was expected, and
-exit status 2.
+Every command body lives here, on top of the stages. Flags are checked by argparse at the boundary;
+a bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
 """
 
 import argparse
+import math
 import sys
+import time
+from pathlib import Path
 
-from .errors import PianolabError
+from .errors import ConfigError, PianolabError
 
 
-def _cmd_data(args):
+def _number(kind, lo, hi=math.inf, strict=True):
+    """An argparse type: a ``kind`` (int or float) in (lo, hi] (strict) or [lo, hi]."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}")
+        if not (math.isfinite(v) and (v > lo if strict else v >= lo) and v <= hi):
+            raise argparse.ArgumentTypeError(f"expected a number {'>' if strict else '>='} {lo}"
+                                             + (f" and <= {hi}" if hi < math.inf else "") + f", got {text}")
+        return v
+    return parse
+
+
+def cmd_data(args):
+    """Build (or check) the corpus and its dataset; print a summary."""
+    from . import corpus as corpus_stage
     from . import data
 
-    return data.cli_data(args)
+    t0 = time.perf_counter()
+    if args.corpus:
+        folder = Path(args.corpus).expanduser()
+        if not folder.is_dir() or not corpus_stage.midi_files(folder):
+            raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
+        print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
+    else:
+        folder = corpus_stage.default_corpus(progress=not args.quiet, force=args.force)
+        m = corpus_stage.corpus_manifest(folder) or {}
+        print(f"corpus: {len(m.get('pieces', []))} pieces, {m.get('seconds', 0) / 60:.1f} minutes, "
+              f"{len(m.get('failed', []))} skipped -> {folder}")
+    if args.no_dataset:
+        return 0
+    out = data.build_dataset(folder, args.out, progress=not args.quiet, force=args.force)
+    ds = data.load_dataset(out)
+    c, tr, va = (ds.index["stats"][k] for k in ("corpus", "train", "val"))
+    print(f"dataset: {c['pieces']} pieces, {c['minutes']:.1f} minutes, {c['key_states']:,} key states, "
+          f"key-down rate {c['key_down_rate']:.2%}\n  train: {tr['originals']} pieces + {tr['pieces'] - tr['originals']}"
+          f" clones, {tr['key_states']:,} key states; val: {va['pieces']} pieces, {va['key_states']:,} key states")
+    if ds.index.get("skipped"):
+        print(f"  skipped {len(ds.index['skipped'])} files (see index.json)")
+    print(f"  -> {out}  ({time.perf_counter() - t0:.1f} s)")
+    return 0
 
 
-def _cmd_train(args):
-    from . import train
+def cmd_train(args):
+    """Train or resume ``RUN_DIR``; a config with ``data.benchmark`` trains on that benchmark."""
+    from .config import RunConfig
+    from .train import train
 
-    return train.cli_train(args)
+    run_dir = Path(args.run_dir)
+    if args.config is not None and not Path(args.config).is_file():
+        raise ConfigError("--config", f"{args.config}: no such file (a JSON run config is expected)")
+    config = RunConfig.from_json(args.config or run_dir / "config.json") if (
+        args.config or (run_dir / "config.json").is_file()) else RunConfig()
+    dataset = None
+    if config.data.benchmark is not None:
+        from . import benchmark
 
-
-def _cmd_generate(args):
-    from . import generate
-
-    return generate.cli_generate(args)
+        dataset = benchmark.dataset(benchmark.load(config.data.benchmark), config.data.transpose)
+    history = train(run_dir, config, steps=args.steps, progress=not args.quiet, dataset=dataset)
+    val = [r["val_loss"] for r in history.rows if r.get("val_loss") is not None]
+    print(f"{run_dir}: step {history.final_step}, validation loss "
+          f"{f'{val[-1]:.4f}' if val else 'n/a'} nats per key state, "
+          f"{history.rows[-1]['seconds'] if history.rows else 0:.0f} s of training")
+    return 0
 
 
 def build_parser():
     """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
-    parser = argparse.ArgumentParser(
-        prog="pianolab",
-        description="Piano-music generation with dilated convolutions (the pianolab book's CLI).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{data,train,generate}")
+    parser = argparse.ArgumentParser(prog="pianolab", description="Piano-music generation with dilated "
+                                                                   "convolutions (the pianolab book's CLI).")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="build the default corpus and/or a dataset")
-    p.add_argument("--corpus", default=None,
-                   help="folder of MIDI files (searched recursively); default: the built-in corpus")
-    p.add_argument("--out", default=None, help="dataset folder to write (default: under data/datasets)")
+    p.add_argument("--corpus", help="folder of MIDI files (searched recursively); default: the built-in corpus")
+    p.add_argument("--out", help="dataset folder to write (default: under data/datasets)")
     p.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
     p.add_argument("--no-dataset", action="store_true", help="only build/check the corpus MIDI files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data)
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train (or resume) the run in RUN_DIR")
     p.add_argument("run_dir", help="run directory; holds config.json, checkpoints and history")
-    p.add_argument("--config", default=None,
-                   help="JSON run config to start a new run with (copied into RUN_DIR)")
-    p.add_argument("--steps", type=int, default=None, help="train until this many steps in total")
+    p.add_argument("--config", help="JSON run config to start a new run with (copied into RUN_DIR)")
+    p.add_argument("--steps", type=_number(int, 0, strict=False), help="train until this many steps in all")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("generate", help="generate performances from a trained model")
-    p.add_argument("model", help="run directory, .keras file, or the name of a shipped model")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of each performance")
-    p.add_argument("--seed", default="silence",
-                   help="MIDI file, 'corpus:NAME' (a corpus piece) or 'silence'")
-    p.add_argument("--seed-seconds", type=float, default=None,
-                   help="use only the first this many seconds of the seed (default: all of it)")
-    p.add_argument("--streams", type=int, default=1, help="performances generated together")
-    p.add_argument("--out", required=True, help="output folder for .mid and .wav files")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--no-edge-aversion", action="store_true",
-                   help="switch off PianoNet's edge aversion thresholds")
-    p.add_argument("--random-seed", type=int, default=0, help="same seed -> same performance")
-    p.add_argument("--no-audio", action="store_true", help="write .mid only")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_generate)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv=None):
     """Run the CLI; returns the exit status (chapter 04_training)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        result = args.func(args)
+        return int(args.func(args) or 0)
     except PianolabError as exc:
         print(f"pianolab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pianolab {args.command}: interrupted", file=sys.stderr)
         return 130
-    return int(result or 0)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def preset(name):
     return [list(block) for block in PRESETS[name]]
 
 
-def _check_increments(filter_increments):
+def check_increments(filter_increments):
+    """``filter_increments`` as lists, or ``ValueError`` saying what is wrong (chapter 03_receptive_field)."""
     if isinstance(filter_increments, str):
         filter_increments = preset(filter_increments)
     blocks = [list(b) for b in filter_increments]
@@ -53,7 +54,7 @@ def _check_increments(filter_increments):
 def layer_plan(filter_increments):
     """``[(filters, dilation), ...]`` for every dilated layer, in order (chapter 03_receptive_field)."""
     plan, filters = [], 0
-    for block in _check_increments(filter_increments):
+    for block in check_increments(filter_increments):
         for i, inc in enumerate(block):
             filters += int(inc)
             plan.append((filters, 2**i))
@@ -121,20 +122,6 @@ def model_receptive_field(model):
         if hasattr(layer, "dilation_rate") and hasattr(layer, "kernel_size"):
             rf += (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
     return rf
-
-
-def filter_increments_of(model):
-    """Recover ``filter_increments`` from a built pianolab model, the inverse of :func:`build_model`
-    (chapter 03_receptive_field)."""
-    blocks, prev = [], 0
-    for layer in model.layers:
-        if getattr(layer, "name", "") == "output" or not hasattr(layer, "dilation_rate"):
-            continue
-        if layer.dilation_rate[0] == 1:
-            blocks.append([])
-        blocks[-1].append(layer.filters - prev)
-        prev = layer.filters
-    return blocks
 
 
 def impulse_response(model, length, position):
