@@ -5,9 +5,12 @@ exception, a hang (a per-file time limit) or a crash of the decoding process is 
 files are made from real ones (the default corpus, or a folder given with ``--corpus``) by flipping
 bytes, cutting the file short, duplicating chunks and overwriting header fields.
 
-    python benchmarks/robustness.py [--files 1000] [--corpus DIR] [--time-limit 10]
+    python benchmarks/robustness.py [--files 1000] [--corpus DIR] [--time-limit 10] [--build]
 
-Last line: ``files=<n> decoded=<a> midi_error=<b> other_error=<c> hangs=<d> crashes=<e>``.
+Last line: ``files=<n> decoded=<a> midi_error=<b> other_error=<c> hangs=<d> crashes=<e>``; with
+``--build`` a dataset is then built over one folder holding the originals and all the mutated files
+(good and bad mixed), and the line gains ``dataset_pieces=<p> skipped=<s>``: every file ends up in
+one or the other, and the build must not fail.
 """
 
 import argparse
@@ -123,9 +126,9 @@ def run(paths, time_limit=10.0):
 def corpus_sources(corpus=None, n=24):
     """Up to ``n`` MIDI files spread over ``corpus`` (default: the built-in corpus)."""
     if corpus is None:
-        from pianolab import data
+        from pianolab.corpus import default_corpus
 
-        corpus = data.default_corpus(progress=False)
+        corpus = default_corpus(progress=False)
     files = sorted(p for p in Path(corpus).rglob("*") if p.suffix.lower() in (".mid", ".midi"))
     if not files:
         raise SystemExit(f"{corpus}: no .mid or .midi files to mutate")
@@ -139,6 +142,7 @@ def main(argv=None):
     ap.add_argument("--corpus", default=None, help="folder of MIDI files to mutate (default corpus)")
     ap.add_argument("--time-limit", type=float, default=10.0, help="seconds allowed per file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--build", action="store_true", help="then build a dataset over originals + mutants")
     args = ap.parse_args(argv)
 
     sources = corpus_sources(args.corpus)
@@ -147,13 +151,25 @@ def main(argv=None):
         t0 = time.perf_counter()
         counts, failures = run(paths, args.time_limit)
         elapsed = time.perf_counter() - t0
+        built = ""
+        if args.build:
+            import shutil
+
+            from pianolab.data import load_dataset, build_dataset
+
+            for i, src in enumerate(sources):
+                shutil.copy(src, Path(tmp) / f"original_{i:02d}.mid")
+            ds = load_dataset(build_dataset(tmp, Path(tmp) / "dataset", n_clones=0, progress=False))
+            pieces, skipped = len(ds.train) + len(ds.val), len(ds.index["skipped"])
+            assert pieces + skipped == len(paths) + len(sources), "a file is neither built nor skipped"
+            built = f" dataset_pieces={pieces} skipped={skipped}"
     for path, outcome, detail in failures[:20]:
         print(f"{outcome}: {Path(path).name}: {detail}")
     print(f"{len(paths)} mutated files from {len(sources)} originals in {elapsed:.1f} s")
     print(
         f"files={len(paths)} decoded={counts['decoded']} midi_error={counts['midi_error']} "
         f"other_error={counts['other_error'] + counts['unnamed_error']} hangs={counts['hangs']} "
-        f"crashes={counts['crashes']}"
+        f"crashes={counts['crashes']}{built}"
     )
     return 0 if not failures else 1
 
