@@ -6,16 +6,13 @@ input without reading pianolab's source.
 
 
 class PianolabError(ValueError):
-    """Base class of pianolab's input errors (chapter 01_encoding shows the first of them)."""
+    """Base class of pianolab's input errors; the command line catches it (chapter 04_training catches
+    a :class:`ConfigError`)."""
 
 
 class MidiError(PianolabError):
-    """A MIDI file could not be turned into a piano roll (chapter 01_encoding).
-
-    Raised for a missing file, bytes that are not MIDI, a truncated file, a file with no notes,
-    or a file with no notes inside the key window. ``path`` holds the file (or ``None`` for an
-    in-memory ``PrettyMIDI``) and ``reason`` the reason.
-    """
+    """A MIDI file cannot become a piano roll: ``path`` (None for an in-memory ``PrettyMIDI``) and
+    ``reason``; raised by :func:`pianolab.encoding.midi_to_roll` (chapter 01_encoding)."""
 
     def __init__(self, path, reason):
         self.path = path
@@ -25,10 +22,7 @@ class MidiError(PianolabError):
 
 
 class ConfigError(PianolabError):
-    """A run config or a command-line argument is not valid (chapter 04_training).
-
-    ``key`` names the offending config key or flag.
-    """
+    """A run config key or command-line flag ``key`` is not valid: ``reason`` (chapter 04_training)."""
 
     def __init__(self, key, reason):
         self.key = key

@@ -19,7 +19,8 @@ def quick():
 
 
 def data_dir():
-    """The folder holding corpora, datasets and shipped models (chapter 01_encoding)."""
+    """The folder holding corpora, datasets and shipped models (chapter 01_encoding, through
+    :func:`pianolab.corpus.default_corpus`)."""
     env = os.environ.get("PIANOLAB_DATA")
     if env:
         return Path(env).expanduser()
@@ -42,3 +43,10 @@ def jsb_path(path=None):
     if env:
         return Path(env).expanduser()
     return REPO_ROOT.parent / "shared" / "benchmarks" / "jsb" / "jsb_chorales.json"
+
+
+def shipped_dir():
+    """What the repository ships (``data/models``, ``data/benchmarks``): the checkout's ``data/``, or
+    ``pianolab/_data`` where a wheel installed it (chapter 08_benchmark_jsb)."""
+    checkout = (REPO_ROOT / "pyproject.toml").exists() and (REPO_ROOT / "data").is_dir()
+    return REPO_ROOT / "data" if checkout else Path(__file__).resolve().parent / "_data"

@@ -4,17 +4,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from pianolab.encoding import (
-    DEFAULT_ENCODING,
-    Encoding,
-    load_midi,
-    midi_to_roll,
-    note_name,
-    roll_to_midi,
-    roll_to_sequence,
-    sequence_to_roll,
-    write_midi,
-)
+from pianolab.encoding import (DEFAULT_ENCODING, MAX_SECONDS, Encoding, midi_to_roll, note_name, roll_to_midi,
+                               roll_to_sequence, sequence_to_roll, write_midi)
 from pianolab.errors import MidiError
 
 FS = DEFAULT_ENCODING.steps_per_second
@@ -37,17 +28,13 @@ def random_roll(rng, steps, keys=72, density=0.06, trailing=0, leading=0):
     return out
 
 
-def pm_with_notes(notes, *, program=0, is_drum=False, extra=None, resolution=480):
-    """PrettyMIDI with one instrument holding ``notes`` = [(pitch, start, end[, velocity])]."""
-    pm = pretty_midi.PrettyMIDI(resolution=resolution, initial_tempo=120.0)
-    inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
-    for n in notes:
-        pitch, start, end = n[:3]
-        vel = n[3] if len(n) > 3 else 90
-        inst.notes.append(pretty_midi.Note(velocity=vel, pitch=pitch, start=start, end=end))
-    pm.instruments.append(inst)
-    for other in extra or []:
-        pm.instruments.append(other)
+def pm_with_notes(notes, extra=()):
+    """PrettyMIDI with one instrument of ``notes`` = [(pitch, start, end[, velocity])], plus ``extra``."""
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)
+    inst = pretty_midi.Instrument(program=0)
+    for pitch, start, end, *vel in notes:
+        inst.notes.append(pretty_midi.Note(velocity=vel[0] if vel else 90, pitch=pitch, start=start, end=end))
+    pm.instruments += [inst, *extra]
     return pm
 
 
@@ -102,12 +89,12 @@ def test_round_trip_other_encodings(tmp_path, enc):
 def _corpus_midi(work, tmp_path):
     """Export one music21 score to a MIDI file as the default corpus does."""
     pytest.importorskip("music21")
-    from pianolab import data
+    from pianolab import corpus
 
-    path = data._resolve_work(work)
+    path = corpus._resolve_work(work)
     if path is None:
         pytest.skip(f"music21 corpus lacks {work}")
-    res = data._export_work({"name": work.replace("/", "_"), "work": work, "path": str(path)})
+    res = corpus._export_work({"name": work.replace("/", "_"), "work": work, "path": str(path)})
     assert "error" not in res, res.get("error")
     out = tmp_path / (work.replace("/", "_") + ".mid")
     out.write_bytes(res["midi"])
@@ -131,39 +118,25 @@ def test_round_trip_real_pieces(tmp_path, work):
 
 
 def test_flattening_is_time_major_keys_ascending():
-    roll = np.arange(3 * 4).reshape(3, 4) % 2
-    roll[1] = [0, 0, 1, 1]
+    roll = random_roll(np.random.default_rng(3), 40)
     seq = roll_to_sequence(roll)
-    # element t*K + k is roll[t, k]
-    for t in range(3):
-        for k in range(4):
-            assert seq[t * 4 + k] == roll[t, k]
-    np.testing.assert_array_equal(sequence_to_roll(seq, 4), roll)
-
-
-def test_flattening_of_a_real_roll_round_trips_and_checks_length():
-    rng = np.random.default_rng(3)
-    roll = random_roll(rng, 40)
-    seq = roll_to_sequence(roll)
-    assert seq.shape == (40 * 72,)
-    assert seq[72 * 5 + 10] == roll[5, 10]
+    t, k = np.divmod(np.arange(seq.size), roll.shape[1])  # element t*K + k is roll[t, k]
+    np.testing.assert_array_equal(seq, roll[t, k])
     np.testing.assert_array_equal(sequence_to_roll(seq), roll)
-    with pytest.raises(ValueError, match="72"):
+    with pytest.raises(ValueError, match=str(roll.shape[1])):
         sequence_to_roll(seq[:-1])
     with pytest.raises(ValueError):
         roll_to_sequence(seq)
 
 
-def test_note_names_and_pitches():
-    assert note_name(60) == "C4"
-    assert note_name(31) == "G1"
-    assert note_name(102) == "F#7"
-    assert DEFAULT_ENCODING.pitches[0] == 31 and DEFAULT_ENCODING.pitches[-1] == 102
-    assert Encoding.from_dict(DEFAULT_ENCODING.to_dict()) == DEFAULT_ENCODING
-    with pytest.raises(ValueError):
-        Encoding(48, 100, 72)
-    with pytest.raises(ValueError):
-        Encoding(0, 31, 72)
+def test_note_names_and_encodings():
+    assert [note_name(p) for p in (60, 31, 102, 21)] == ["C4", "G1", "F#7", "A0"]
+    enc = DEFAULT_ENCODING
+    assert (enc.pitches[0], enc.pitches[-1]) == (enc.lowest, enc.highest) and len(enc.pitches) == enc.n_keys
+    assert Encoding.from_dict(enc.to_dict()) == enc
+    for bad in ((48, 100, 72), (0, 31, 72), (48, -1, 10), (48, 31, 0)):
+        with pytest.raises(ValueError):
+            Encoding(*bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,11 +244,10 @@ def test_velocity_is_dropped():
 
 def test_time_scale_stretches():
     pm = pm_with_notes([(60, 0.0, 1.0), (62, 1.0, 2.0)])
-    base = midi_to_roll(pm)
-    slow = midi_to_roll(pm, time_scale=1.5)
-    fast = midi_to_roll(pm, time_scale=0.5)
-    assert base.shape[0] == 96 and slow.shape[0] == 144 and fast.shape[0] == 48
-    assert slow[:, 60 - LOW].sum() == 72 and fast[:, 62 - LOW].sum() == 24
+    for scale in (1.0, 1.5, 0.5):
+        roll = midi_to_roll(pm, time_scale=scale)
+        assert roll.shape[0] == 2 * FS * scale
+        assert roll[:, 60 - LOW].sum() == roll[:, 62 - LOW].sum() == FS * scale
 
 
 def test_roll_to_midi_checks_its_input():
@@ -384,13 +356,16 @@ def test_in_memory_errors_say_so():
         midi_to_roll(pm)
 
 
-def test_load_midi_passes_pretty_midi_through(tmp_path):
-    pm = pm_with_notes([(60, 0.0, 0.5)])
-    assert load_midi(pm) is pm
-    p = tmp_path / "x.mid"
+def test_a_file_longer_than_the_limit(tmp_path):
+    p = tmp_path / "days.mid"
+    pm = pretty_midi.PrettyMIDI(resolution=24)  # few ticks per second: pretty_midi reads the file
+    pm.instruments.append(pretty_midi.Instrument(program=0))
+    pm.instruments[0].notes.append(pretty_midi.Note(90, 60, start=MAX_SECONDS, end=MAX_SECONDS + 1))
     pm.write(str(p))
-    assert isinstance(load_midi(p), pretty_midi.PrettyMIDI)
-    assert isinstance(load_midi(str(p)), pretty_midi.PrettyMIDI)
+    _assert_midi_error(p, "longer than the limit")
+    # a stretch that pushes a piece past the limit is refused too
+    with pytest.raises(MidiError, match="longer than"):
+        midi_to_roll(pm_with_notes([(60, 0.0, MAX_SECONDS / 2 + 1)]), time_scale=2.0)
 
 
 def test_write_midi_is_atomic_and_leaves_no_temp_files(tmp_path):

@@ -10,6 +10,8 @@ import pytest  # noqa: E402
 
 from pianolab import plots  # noqa: E402
 from pianolab.encoding import DEFAULT_ENCODING, Encoding  # noqa: E402
+from pianolab.generate import EDGE_THRESHOLDS  # noqa: E402
+from pianolab.runs import History  # noqa: E402
 
 FS = DEFAULT_ENCODING.steps_per_second
 
@@ -34,7 +36,7 @@ def test_plot_roll_time_in_seconds_and_note_names():
     assert ax.get_title() == "two notes"
     (image,) = ax.get_images()
     x0, x1, y0, y1 = image.get_extent()
-    assert (x0, x1) == (0.0, 96 / FS)
+    assert (x0, x1) == (0.0, len(_roll()) / FS)
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert "C4" in labels and "C5" in labels
     # image rows are pitches: the C4 row is on during the first half second only
@@ -50,13 +52,15 @@ def test_plot_roll_windows_and_all_keys():
     assert (y0, y1) == (DEFAULT_ENCODING.lowest - 0.5, DEFAULT_ENCODING.highest + 0.5)
     ax = plots.plot_roll(_roll(), seconds=0.5)
     assert ax.get_images()[0].get_extent()[1] == 0.5
-    with pytest.raises(ValueError, match="72 keys"):
+    with pytest.raises(ValueError, match=str(DEFAULT_ENCODING.n_keys)):
         plots.plot_roll(np.zeros((10, 60)))
     with pytest.raises(ValueError, match="keys must be"):
         plots.plot_roll(_roll(), keys="some")
     small = Encoding(steps_per_second=10, lowest=60, n_keys=5)
     ax = plots.plot_roll(np.ones((20, 5), dtype=np.uint8), small)
-    assert ax.get_images()[0].get_extent()[1] == 2.0
+    assert ax.get_images()[0].get_extent()[1] == 20 / small.steps_per_second
+    ax = plots.plot_roll(_roll(), start=-0.5)  # a seed before time 0
+    assert tuple(ax.get_images()[0].get_extent()[:2]) == (-0.5, len(_roll()) / FS - 0.5)
 
 
 def test_plot_flattening_draws_the_sequence_in_reshape_order():
@@ -72,26 +76,22 @@ def test_plot_flattening_draws_the_sequence_in_reshape_order():
         plots.plot_flattening(np.zeros((0, 12)))
 
 
-def test_plot_loss_from_dict_rows_and_csv(tmp_path):
-    hist = {"step": [0, 10, 20, 30], "train_loss": [0.7, 0.3, 0.2, 0.15], "val_loss": [0.69, "", 0.25, 0.21]}
+def test_plot_loss_from_a_dict_and_a_run_directory(tmp_path):
+    hist = {"step": [0, 10, 20, 30], "train_loss": [0.7, 0.3, 0.2, 0.15],
+            "val_loss": [0.69, None, 0.25, 0.21]}
     ax = plots.plot_loss(hist)
     assert ax.get_xlabel() == "training step"
     assert ax.get_ylabel() == "loss (nats per key state)"
     train, val = ax.get_lines()
-    assert list(train.get_xdata()) == [0, 10, 20, 30]
-    assert list(val.get_xdata()) == [0, 20, 30]  # the missing validation point is skipped
-    rows = [{"step": s, "loss": l} for s, l in zip(hist["step"], hist["train_loss"])]
-    ax = plots.plot_loss(rows, label="run A")
+    assert list(train.get_xdata()) == hist["step"]
+    assert list(val.get_xdata()) == [s for s, v in zip(hist["step"], hist["val_loss"]) if v is not None]
+    ax = plots.plot_loss({"step": hist["step"], "train_loss": hist["train_loss"]}, label="run A")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run A: training"]
-    path = tmp_path / "history.csv"
-    path.write_text("step,train_loss,val_loss,seconds\n1,0.5,,0.1\n2,0.4,0.45,0.2\n")
-    ax = plots.plot_loss(tmp_path)  # a run directory works too
-    assert len(ax.get_lines()) == 2
-    with pytest.raises(ValueError, match="step"):
-        plots.plot_loss({"loss": [1, 2]})
-    with pytest.raises(ValueError, match="loss column"):
-        plots.plot_loss({"step": [1, 2], "lr": [1, 2]})
-    with pytest.raises(FileNotFoundError, match="history"):
+    rows = [dict(zip(hist, values)) for values in zip(*hist.values())]
+    History(rows).to_csv(tmp_path / "history.csv")  # what a run writes
+    ax = plots.plot_loss(tmp_path)
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [v for v in hist["val_loss"] if v is not None])
+    with pytest.raises(ValueError, match="missing"):
         plots.plot_loss(tmp_path / "missing")
 
 
@@ -105,5 +105,7 @@ def test_plot_key_histogram_fractions_and_labels():
     assert "C4" in [t.get_text() for t in ax.get_xticklabels()]
     ax = plots.plot_key_histogram(roll, normalize=True)
     assert ax.get_lines()[0].get_ydata().sum() == pytest.approx(1.0)
+    # the shaded edge zones are as wide as edge aversion's thresholds reach
+    assert ax.patches[0].get_width() == len(EDGE_THRESHOLDS)
     with pytest.raises(ValueError, match="histogram"):
         plots.plot_key_histogram(np.zeros(5))
