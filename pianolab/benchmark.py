@@ -27,8 +27,11 @@ from .data import dataset_from_rolls, transpose_roll
 from .encoding import Encoding
 from .errors import PianolabError
 from .model import model_receptive_field
-from .settings import jsb_path
+from .settings import jsb_path, shipped_dir
 
+#: The shipped sets (``data/benchmarks``), by the name ``data.benchmark`` takes.
+FILES = {"jsb": "jsb_chorales.npz", "nottingham": "nottingham.npz", "musedata": "musedata.npz",
+         "pianomidi": "piano_midi.npz"}
 #: Split names, in the order of the original pickle.
 SPLITS = ("train", "valid", "test")
 #: Lowest key (A0) and number of keys of the benchmark's frames.
@@ -144,10 +147,37 @@ def check_structure(obj, path="<data>"):
     return out
 
 
+def read_npz(path):
+    """``{split: [uint8 roll [frames, 88]]}`` from a bit-packed ``.npz``, the format of ``data/benchmarks``
+    (see its README; chapter 08_benchmark_jsb)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise JSBError(path, None, "no such file") from None
+    except (OSError, ValueError) as exc:
+        raise JSBError(path, None, f"not a numpy .npz: {exc}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise JSBError(path, None, "a single array, not an .npz archive")
+    out = {}
+    with z:
+        for split in SPLITS:
+            if f"{split}_frames" not in z or f"{split}_lengths" not in z:
+                raise JSBError(path, split, f"expected arrays {split}_frames and {split}_lengths")
+            bits, lengths = z[f"{split}_frames"], z[f"{split}_lengths"].astype(np.int64)
+            if bits.dtype != np.uint8 or bits.shape[1:] != (N_KEYS // 8,) or lengths.ndim != 1 \
+                    or (lengths < 1).any() or lengths.sum() != len(bits):
+                raise JSBError(path, split, f"expected uint8 [frames, {N_KEYS // 8}] and piece lengths >= 1 "
+                                            "summing to the frames")
+            out[split] = np.split(np.unpackbits(bits, axis=1, count=N_KEYS), np.cumsum(lengths)[:-1])
+    return out
+
+
 def read_jsb(path=None):
-    """The raw benchmark ``{split: [piece]}`` from JSON or the original pickle (chapter 08_benchmark_jsb);
-    ``path`` defaults to :func:`pianolab.settings.jsb_path`."""
+    """The raw benchmark ``{split: [piece]}`` from the shipped ``.npz``, a JSON or the original pickle
+    (chapter 08_benchmark_jsb); ``path`` defaults to :func:`pianolab.settings.jsb_path`."""
     path = jsb_path(path)
+    if path.suffix.lower() == ".npz":
+        return {s: [roll_to_piece(r) for r in rolls] for s, rolls in read_npz(path).items()}
     if path.suffix.lower() in (".pickle", ".pkl"):
         return read_pickle(path)
     try:
@@ -172,7 +202,10 @@ def roll_to_piece(roll):
 
 
 def load_jsb(path=None):
-    """The benchmark as rolls: ``{split: [uint8 [frames, 88]]}`` (chapter 08_benchmark_jsb)."""
+    """JSB Chorales as rolls: ``{split: [uint8 [frames, 88]]}`` (chapter 08_benchmark_jsb)."""
+    path = jsb_path(path)
+    if path.suffix.lower() == ".npz":
+        return read_npz(path)
     return {s: [piece_to_roll(p) for p in pieces] for s, pieces in read_jsb(path).items()}
 
 
@@ -304,6 +337,6 @@ def baselines(rolls, split="test"):
 
 def load(name):
     """A benchmark's rolls ``{split: [uint8 [frames, 88]]}`` by name (``data.benchmark``; chapter 08_benchmark_jsb)."""
-    if name == "jsb":
-        return load_jsb()
-    raise JSBError(name, None, "unknown benchmark; expected 'jsb'")
+    if name not in FILES:
+        raise JSBError(name, None, f"unknown benchmark; expected one of {list(FILES)}")
+    return load_jsb() if name == "jsb" else read_npz(shipped_dir() / "benchmarks" / FILES[name])

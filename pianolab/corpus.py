@@ -253,7 +253,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     The corpus is made of music21's bundled scores: the unique Bach chorales and the solo keyboard
     works listed in :data:`KEYBOARD_WORKS`, repeats expanded (a score whose repeat marks music21
     cannot expand is exported as written, and the manifest says so). A score that fails to convert
-    is reported with a warning, listed under ``failed`` in ``manifest.json`` and skipped.
+    is reported on one line of stderr, listed under ``failed`` in ``manifest.json`` and skipped.
 
     The export is deterministic: the same music21 gives the same bytes, in fixed file names,
     written atomically, the manifest last. A folder whose manifest matches (format version,
@@ -352,7 +352,3 @@ def corpus_manifest(folder=None):
     folder = Path(folder) if folder is not None else default_corpus_dir()
     return _read_json(folder / "manifest.json")
 
-
-# ----------------------------------------------------------------------------------------------
-# Datasets
-# ----------------------------------------------------------------------------------------------

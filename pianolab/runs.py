@@ -97,14 +97,16 @@ def bce(y, p):
 
 
 def validation_windows(split, receptive_field, n_targets, n_windows, seed=0):
-    """``n_windows`` fixed windows of a split, drawn with ``seed``: uint8 ``(x, y)`` (chapter 04_training)."""
+    """``n_windows`` fixed windows of a split, drawn with ``seed``: ``(x, y, w)`` as
+    :meth:`~pianolab.windows.Windows.cut` gives them (chapter 04_training)."""
     w = Windows(split, receptive_field, n_targets)
     return w.cut(*w.sample(np.random.default_rng([int(seed), 1_000_003]), n_windows))
 
 
 def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed=0, windows=None):
     """Loss of ``model`` on a split (chapter 04_training): every key state of every piece once
-    (``n_windows=None``), or ``n_windows`` fixed windows drawn with ``seed`` (or given ``windows``).
+    (``n_windows=None``), or ``n_windows`` fixed windows drawn with ``seed`` (or given ``windows``,
+    ``(x, y, w)`` from :func:`validation_windows`).
 
     Returns ``loss_per_state`` (nats per key state), ``nats_per_step`` (times the number of keys),
     ``key_states`` (how many were scored) and ``n_keys``.
@@ -113,9 +115,9 @@ def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed
     if windows is None and n_windows is None:
         batches = evaluation_windows(split, rf, n, batch_size=batch_size)
     else:
-        xs, ys = windows if windows is not None else validation_windows(split, rf, n, n_windows, seed)
+        xs, ys, ws = windows if windows is not None else validation_windows(split, rf, n, n_windows, seed)
         batches = ((xs[i:i + batch_size].astype(np.float32)[..., None], ys[i:i + batch_size].astype(np.float32)[..., None],
-                    np.ones(ys[i:i + batch_size].shape, np.float32)) for i in range(0, len(xs), batch_size))
+                    ws[i:i + batch_size]) for i in range(0, len(xs), batch_size))
     total = count = 0.0
     for x, y, w in batches:
         p = np.asarray(model.predict_on_batch(x))[..., 0]

@@ -33,10 +33,8 @@ class TrainingError(PianolabError):
 
 def _batch(windows, seed, step, batch_size):
     """The batch of global step ``step``: a pure function of (seed, step, batch size)."""
-    x, y = windows.cut(*windows.sample(np.random.default_rng([int(seed), int(step)]), batch_size))
-    return x.astype(np.float32)[..., None], y.astype(np.float32)[..., None]
-
-
+    x, y, w = windows.cut(*windows.sample(np.random.default_rng([int(seed), int(step)]), batch_size))
+    return x.astype(np.float32)[..., None], y.astype(np.float32)[..., None], w
 
 
 def open_dataset(config, progress=True):
@@ -98,7 +96,8 @@ def _compile(model, config):
 
     t = config.training
     lr = t.lr if t.lr_final is None else keras.optimizers.schedules.CosineDecay(t.lr, max(1, t.steps), t.lr_final / t.lr)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="binary_crossentropy", jit_compile=_jit(config))
+    loss = keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight")  # per key state inside a piece
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, jit_compile=_jit(config))
     return model
 
 
@@ -189,10 +188,11 @@ class Trainer:
     def train_steps(self, k, bar=None, batch_size=None):
         """Run ``k`` optimizer steps at the ramp's batch size (or ``batch_size``); the per-step losses."""
         b = self.config.batch_size_at(self.step) if batch_size is None else int(batch_size)
-        t0, losses = time.perf_counter(), []
+        t0, losses, seen = time.perf_counter(), [], 0
         for s in range(self.step, self.step + k):
-            losses.append(float(np.asarray(self.model.train_on_batch(*_batch(self.windows, self.config.training.seed,
-                                                                              s, b))).reshape(-1)[0]))
+            x, y, w = _batch(self.windows, self.config.training.seed, s, b)
+            losses.append(float(np.asarray(self.model.train_on_batch(x, y, sample_weight=w)).reshape(-1)[0]))
+            seen += int(w.sum())
             if bar is not None:
                 bar.update(1)
             if not math.isfinite(losses[-1]):
@@ -202,7 +202,7 @@ class Trainer:
                                     f"lr {self.config.training.lr}); the run stopped and {kept}. Lower training.lr.")
         self.seconds += time.perf_counter() - t0
         self.step += k
-        self.key_states += k * b * self.config.training.n_targets
+        self.key_states += seen
         return losses
 
     def validate(self):
@@ -210,7 +210,11 @@ class Trainer:
         if v.n_windows is not None and self._val is None:
             self._val = validation_windows(self.dataset.val, self.config.receptive_field, self.config.val_targets,
                                            v.n_windows, v.seed)
-        res = evaluate(self.model, self.dataset.val, n_targets=self.config.val_targets, windows=self._val,
+        model = self.model
+        if self.strategy:  # under MirroredStrategy predict_on_batch returns one copy of the batch per replica
+            model = self._twin = self._twin or _architecture(self.config)
+            model.set_weights(self.model.get_weights())
+        res = evaluate(model, self.dataset.val, n_targets=self.config.val_targets, windows=self._val,
                        batch_size=v.batch_size)
         self.seconds += time.perf_counter() - t0
         if res["loss_per_state"] < self.best_val:
