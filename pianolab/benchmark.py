@@ -23,21 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import BENCHMARK_ENCODING, BENCHMARKS
 from .data import dataset_from_rolls, transpose_roll
-from .encoding import Encoding
 from .errors import PianolabError
 from .model import model_receptive_field
 from .settings import jsb_path, shipped_dir
 
 #: The shipped sets (``data/benchmarks``), by the name ``data.benchmark`` takes.
-FILES = {"jsb": "jsb_chorales.npz", "nottingham": "nottingham.npz", "musedata": "musedata.npz",
-         "pianomidi": "piano_midi.npz"}
+FILES = dict(zip(BENCHMARKS, ("jsb_chorales.npz", "nottingham.npz", "musedata.npz", "piano_midi.npz")))
 #: Split names, in the order of the original pickle.
 SPLITS = ("train", "valid", "test")
 #: Lowest key (A0) and number of keys of the benchmark's frames.
 LOWEST, N_KEYS = 21, 88
-#: 88 keys from MIDI 21, one frame per quarter note played at 120 beats per minute.
-ENCODING = Encoding(steps_per_second=2.0, lowest=LOWEST, n_keys=N_KEYS)
+#: 88 keys from MIDI 21, one frame (JSB: a quarter note) played as 0.5 s.
+ENCODING = BENCHMARK_ENCODING
 #: Published JSB test NLLs (nats per frame), with where each comes from.
 PUBLISHED = {
     "per-key marginal": (11.06, "computed here: train-set key rates, every frame scored"),

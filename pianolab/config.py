@@ -21,8 +21,10 @@ from .encoding import Encoding
 from .errors import ConfigError
 from .model import PRESETS, check_increments, receptive_field
 
-#: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmark_jsb).
+#: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmark_jsb), and their
+#: encoding: 88 keys from MIDI 21, a frame played as 0.5 s.
 BENCHMARKS = ("jsb", "nottingham", "musedata", "pianomidi")
+BENCHMARK_ENCODING = Encoding(steps_per_second=2.0, lowest=21, n_keys=88)
 
 
 def _rule(default, check, allowed):
@@ -63,7 +65,8 @@ class DataConfig:
                          "a dataset folder (from `python -m pianolab data`) or null")
     corpus: str = _rule(None, lambda v: v is None or isinstance(v, str),
                         "a folder of MIDI files, or null for the built-in corpus")
-    benchmark: str = _rule(None, lambda v: v is None or v in BENCHMARKS, f"null or one of {list(BENCHMARKS)}")
+    benchmark: str = _rule(None, lambda v: v is None or v in BENCHMARKS, f"null or one of {list(BENCHMARKS)} "
+                           "(its own split; of the other keys only transpose applies)")
     encoding: dict = _rule(None, _encoding_ok, "null or {steps_per_second, lowest, n_keys} inside MIDI 0..127")
     val_fraction: float = _rule(0.1, lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
     n_clones: int = _rule(5, *_int(0))
@@ -230,7 +233,9 @@ class RunConfig:
 
     @property
     def encoding(self):
-        """The data's :class:`~pianolab.encoding.Encoding` (the default one when null)."""
+        """The data's :class:`~pianolab.encoding.Encoding` (a benchmark's, or the default one when null)."""
+        if self.data.benchmark:
+            return BENCHMARK_ENCODING
         return Encoding.from_dict(self.data.encoding) if self.data.encoding else Encoding()
 
     @property
