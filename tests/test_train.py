@@ -333,8 +333,8 @@ _MIRRORED = textwrap.dedent("""
 
 
 def test_mirrored_strategy_on_two_logical_cpus():
-    """training.distribute='mirrored' trains, validates and resumes under MirroredStrategy with the
-    data-parallel (fit splits each batch), resumes exactly, and ends close to a single-device run."""
+    """training.distribute='mirrored' trains data-parallel under MirroredStrategy (fit splits each
+    batch), validates, resumes exactly, and ends close to a single-device run."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run([sys.executable, "-c", _MIRRORED, str(Path(__file__).parent)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
