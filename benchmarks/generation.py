@@ -43,8 +43,20 @@ def timed(fn, repeats=1):
     return best, out
 
 
+def cpu():
+    """The CPU's model name and its vector-instruction flags that matter to the compiled kernel."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(f for f in ('avx2', 'fma', 'avx512f') if f in flags)}"
+
+
 def main():
     quick = "--quick" in sys.argv
+    print(f"CPU: {cpu()}; numba {numba.__version__}")
     inc = preset("micro_1")
     model = build_model(inc, output_bias=logit(0.04), seed=0)
     rf = receptive_field(inc)

@@ -3,8 +3,6 @@
 import base64
 import io
 import re
-import sys
-import types
 import wave
 
 import numpy as np
@@ -44,7 +42,7 @@ def _rms(x):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_synthesize_length_finite_and_sounding_where_the_notes_are(name):
     roll = _roll()
-    w = audio.synthesize(roll, backend_name=name)
+    w = audio._synthesize(roll, backend_name=name)
     assert w.dtype == np.float32 and w.ndim == 1
     assert w.size == int(round((roll.shape[0] / FS + audio.RELEASE_SECONDS) * SR))
     assert np.all(np.isfinite(w))
@@ -59,9 +57,9 @@ def test_synthesize_length_finite_and_sounding_where_the_notes_are(name):
 def test_synthesize_accepts_pretty_midi_and_files(tmp_path, name):
     roll = _roll()
     path = write_midi(roll, tmp_path / "chord.mid")
-    from_roll = audio.synthesize(roll, backend_name=name)
-    from_file = audio.synthesize(path, backend_name=name)
-    from_pm = audio.synthesize(pretty_midi.PrettyMIDI(str(path)), backend_name=name)
+    from_roll = audio._synthesize(roll, backend_name=name)
+    from_file = audio._synthesize(path, backend_name=name)
+    from_pm = audio._synthesize(pretty_midi.PrettyMIDI(str(path)), backend_name=name)
     assert from_roll.shape == from_file.shape == from_pm.shape
     np.testing.assert_allclose(from_file, from_pm, atol=1e-6)
 
@@ -69,14 +67,14 @@ def test_synthesize_accepts_pretty_midi_and_files(tmp_path, name):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_max_seconds_cuts_the_music(name):
     roll = _roll(seconds=6.0, start=0.0, stop=5.0)
-    w = audio.synthesize(roll, backend_name=name, max_seconds=2.0)
+    w = audio._synthesize(roll, backend_name=name, max_seconds=2.0)
     assert w.size == int(round((2.0 + audio.RELEASE_SECONDS) * SR))
     assert _rms(w[: int(1.5 * SR)]) > 0.05
 
 
 def test_numpy_fallback_is_a_decaying_harmonic_tone_not_a_sine():
     roll = _roll(seconds=3.0, start=0.0, stop=2.5, keys=(69 - DEFAULT_ENCODING.lowest,))  # A4
-    w = audio.synthesize(roll, backend_name="numpy").astype(np.float64)
+    w = audio._synthesize(roll, backend_name="numpy").astype(np.float64)
     seg = w[int(0.05 * SR):int(0.55 * SR)]
     spectrum = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
     freqs = np.fft.rfftfreq(seg.size, 1.0 / SR)
@@ -92,7 +90,7 @@ def test_numpy_fallback_is_a_decaying_harmonic_tone_not_a_sine():
 
 def test_silence_stays_silent_and_of_the_right_length():
     roll = np.zeros((96, DEFAULT_ENCODING.n_keys), dtype=np.uint8)
-    w = audio.synthesize(roll)
+    w = audio._synthesize(roll)
     assert w.size == int(round((2.0 + audio.RELEASE_SECONDS) * SR))
     assert not np.any(w)
 
@@ -107,15 +105,15 @@ def test_environment_variable_forces_the_numpy_backend(monkeypatch):
 
 def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="piano roll"):
-        audio.synthesize(np.zeros(10))
+        audio._synthesize(np.zeros(10))
     with pytest.raises(ValueError, match="backend_name"):
-        audio.synthesize(_roll(), backend_name="sine")
+        audio._synthesize(_roll(), backend_name="sine")
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"not midi at all")
     with pytest.raises(MidiError, match="bad.mid"):
-        audio.synthesize(bad)
+        audio._synthesize(bad)
     with pytest.raises(ValueError, match="72"):
-        audio.synthesize(np.ones((10, 71), dtype=np.uint8))
+        audio._synthesize(np.ones((10, 71), dtype=np.uint8))
 
 
 def _decode_wav(data):
@@ -175,49 +173,25 @@ def test_write_wav_roundtrip_and_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.wav"]
     with pytest.raises(ValueError, match="NaN"):
-        audio.wav_bytes(np.array([0.0, np.nan]))
-    with pytest.raises(ValueError, match="mono"):
-        audio.wav_bytes(np.zeros((10, 2)))
+        audio.write_wav(np.array([0.0, np.nan]), tmp_path / "nan.wav")
+    with pytest.raises(ValueError, match="piano roll"):
+        audio.write_wav(np.zeros((2, 10, 2)), tmp_path / "what.wav")
+    assert not (tmp_path / "nan.wav").exists() and not (tmp_path / "what.wav").exists()
 
 
-def test_generation_panel_calls_generate_with_the_controls(monkeypatch):
-    pytest.importorskip("ipywidgets")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    calls = []
-
-    def fake_generate(model, **kwargs):
-        calls.append((model, kwargs))
-        return [_roll(seconds=kwargs["seconds"], start=0.0, stop=kwargs["seconds"] / 2)]
-
-    fake = types.ModuleType("pianolab.generate")
-    fake.generate = fake_generate
-    monkeypatch.setitem(sys.modules, "pianolab.generate", fake)
-    # `from . import generate` reads the package attribute first once the real module was imported
-    import pianolab
-
-    monkeypatch.setattr(pianolab, "generate", fake, raising=False)
-    panel = audio.generation_panel("MODEL", seconds=3.0, temperature=0.9)
-    c = panel.controls
-    c["temperature"].value = 1.2
-    c["edge_aversion"].value = False
-    c["random_seed"].value = 7
-    roll = panel.generate_now()
-    assert roll.shape == (int(3.0 * FS), DEFAULT_ENCODING.n_keys)
-    (model, kwargs), = calls
-    assert model == "MODEL"
-    assert kwargs["temperature"] == pytest.approx(1.2)
-    assert kwargs["edge_aversion"] is False
-    assert kwargs["random_seed"] == 7 and kwargs["seconds"] == 3.0 and kwargs["streams"] == 1
-    c["button"].click()  # the button runs the same path
-    assert len(calls) == 2
+def test_write_wav_renders_a_roll_like_the_players(tmp_path):
+    roll = _roll()
+    path = audio.write_wav(roll, tmp_path / "chord.wav")
+    channels, width, rate, pcm = _decode_wav(path.read_bytes())
+    expected = audio._synthesize(roll)
+    assert (channels, width, rate) == (1, 2, SR) and pcm.size == expected.size
+    np.testing.assert_allclose(pcm / 32767.0, expected, atol=1.0 / 32767)
 
 
 def test_without_fluidsynth_the_numpy_fallback_is_used(monkeypatch):
     monkeypatch.setattr(audio, "_fluidsynth_works", lambda: False)
     assert audio.backend() == "numpy"
-    w = audio.synthesize(_roll())
+    w = audio._synthesize(_roll())
     assert w.size == int(round(4.0 * SR)) and _rms(w) > 0.01
     with pytest.raises(RuntimeError, match="libfluidsynth3"):
-        audio.synthesize(_roll(), backend_name="fluidsynth")
+        audio._synthesize(_roll(), backend_name="fluidsynth")

@@ -13,6 +13,9 @@ from conftest import habit_rolls, tiny_config
 
 from pianolab.cli import main
 from pianolab.encoding import write_midi
+import shutil
+from pianolab.encoding import DEFAULT_ENCODING
+from pianolab.model import build_model, logit, receptive_field
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,3 +103,73 @@ def test_python_m_pianolab_exits_with_status_2_on_a_bad_flag(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert res.returncode == 2 and "--steps" in res.stderr and "expected a number >= 0" in res.stderr
+
+
+keras = pytest.importorskip("keras")
+
+
+# ---------------------------------------------------------------- generate
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_model("tiny", output_bias=logit(0.05), seed=13).save(path)
+    return path
+
+
+def test_generate_writes_midi_wav_and_settings(saved_model, tmp_path):
+    out = tmp_path / "perf"
+    args = ["generate", str(saved_model), "--seconds", "0.5", "--streams", "2", "--quiet", "--random-seed", "5"]
+    assert main(args + ["--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["performance.json", "performance_00.mid", "performance_00.wav",
+                                                     "performance_01.mid", "performance_01.wav"]
+    assert (out / "performance_00.wav").read_bytes()[:4] == b"RIFF"
+    settings = json.loads((out / "performance.json").read_text())
+    assert settings["streams"] == 2 and settings["random_seed"] == 5 and settings["seconds"] == 0.5
+    again = tmp_path / "again"
+    assert main(args + ["--out", str(again), "--no-audio"]) == 0
+    assert (again / "performance_00.mid").read_bytes() == (out / "performance_00.mid").read_bytes()
+    assert not (again / "performance_00.wav").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--seconds", "-1"), ("--seconds", "inf"), ("--seconds", "4000"),
+                                         ("--streams", "0"), ("--streams", "1.5"), ("--temperature", "0"),
+                                         ("--seed-seconds", "-2"), ("--random-seed", "-3"),
+                                         ("--seed", "no/such/file.mid")])
+def test_generate_flags_are_checked_at_the_boundary(saved_model, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(saved_model), "--out", str(tmp_path / "x"), flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "expected" in err  # argparse names the flag and what is allowed
+    assert not (tmp_path / "x").exists()
+
+
+def test_generate_errors_name_the_argument(saved_model, tmp_path, capsys):
+    not_midi = tmp_path / "seed.mid"
+    not_midi.write_bytes(b"not midi")
+    inputs = keras.Input((None, 1))
+    dense = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    dense.save(tmp_path / "dense.keras")
+    cases = [([str(saved_model), "--seed", str(not_midi)], "--seed"),
+             ([str(saved_model), "--seed", "corpus:no such piece"], "--seed"),
+             ([str(tmp_path / "no_such_run")], "MODEL"),
+             ([str(tmp_path / "dense.keras")], "Dense"),
+             ([str(saved_model), "--out", str(not_midi)], "--out")]
+    for args, where in cases:
+        out = [] if "--out" in args else ["--out", str(tmp_path / "y")]
+        assert main(["generate", *args, *out, "--quiet"]) == 2
+        assert where in capsys.readouterr().err
+
+
+def test_generate_reads_a_run_directory(saved_model, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(saved_model, run / "model.keras")
+    out = tmp_path / "from_run"
+    assert main(["generate", str(run), "--seconds", "0.25", "--out", str(out), "--no-audio", "--quiet"]) == 0
+    assert (out / "performance_00.mid").read_bytes()[:4] == b"MThd"
+    settings = json.loads((out / "performance.json").read_text())
+    assert settings["encoding"] == DEFAULT_ENCODING.to_dict()  # no config.json: the default encoding
+    assert settings["receptive_field"] == receptive_field("tiny")

@@ -1,6 +1,5 @@
-"""Tests of pianolab.generate: Fast-WaveNet equals the model, controls, seeds, CLI (chapter 05_fast_wavenet)."""
+"""pianolab.generate: Fast-WaveNet equals the model, the naive sampler and the controls (chapter 05_fast_wavenet)."""
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pianolab import generate as gen  # noqa: E402
-from pianolab.encoding import DEFAULT_ENCODING, Encoding, midi_to_roll, write_midi  # noqa: E402
+from pianolab.encoding import midi_to_roll, write_midi  # noqa: E402
 from pianolab.errors import ConfigError  # noqa: E402
 from pianolab.model import build_model, logit, model_receptive_field, receptive_field  # noqa: E402
 
@@ -78,12 +77,11 @@ def test_numba_and_numpy_backends_agree():
 
 @pytest.mark.parametrize("streams", [1, 6])
 def test_naive_and_fast_sample_the_same_music(streams):
-    enc = Encoding(n_keys=12)
     model = random_model([[3, 2, 2, 1], [2, 2]], seed=6, output_bias=logit(0.2))
     fast = gen.FastSampler(model, n_keys=12)
     seed = (np.random.default_rng(7).random((3, 12)) < 0.3).astype(np.uint8)
     kwargs = dict(streams=streams, temperature=1.3, edge_aversion=[1.0, 0.3], random_seed=11)
-    naive = gen.naive_sample(model, seed, 5, encoding=enc, **kwargs)
+    naive = gen.naive_sample(model, seed, 5, n_keys=12, **kwargs)
     quick, probs = fast.sample(seed, 5, return_probabilities=True, **kwargs)
     assert naive.shape == quick.shape == (streams, 5, 12)
     assert np.array_equal(naive, quick)
@@ -127,36 +125,38 @@ def test_same_random_seed_same_performance_and_midi_bytes(tmp_path):
 def test_temperature_sharpens_or_flattens():
     model = random_model("tiny", seed=9, output_bias=logit(0.1), bias_scale=0.0)
     sampler = gen.FastSampler(model)
-    rate = {t: sampler.sample(None, 24, streams=4, temperature=t, edge_aversion=False).mean()
-            for t in (0.05, 1.0, 4.0)}
-    assert rate[0.05] < rate[1.0] < rate[4.0]
-    assert rate[0.05] < 0.01 and rate[4.0] > 0.25
-    for bad in (0, -1.0, float("nan"), "hot"):
+    rate = {}
+    for t in (0.3, 1.0, 3.0):
+        rolls, p = sampler.sample(None, 24, streams=4, temperature=t, edge_aversion=False,
+                                  return_probabilities=True)
+        q = 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p)) / t))  # the logit divided by the temperature
+        rate[t] = rolls.mean()
+        assert abs(rate[t] - q.mean()) < 4 * np.sqrt(q.mean() * (1 - q.mean()) / rolls.size)
+    assert rate[0.3] < rate[1.0] < rate[3.0]  # p < 1/2 mostly: bolder (fewer notes) below 1, more random above
+    for bad in (0, -1.0, float("nan"), float("inf"), "hot", None):
         with pytest.raises(ValueError, match="temperature"):
             sampler.sample(None, 2, temperature=bad)
 
 
-def test_edge_aversion_silences_the_keyboard_edges():
+@pytest.mark.parametrize("n_keys", [72, 64])
+def test_edge_aversion_silences_the_keyboard_edges(n_keys):
     # output kernel zero, bias logit(0.3): p = 0.3 for every key whatever the history
     model = random_model("tiny", seed=10, output_bias=logit(0.3), bias_scale=0.0)
     kernel, bias = model.get_layer("output").get_weights()
     model.get_layer("output").set_weights([np.zeros_like(kernel), bias])
-    sampler = gen.FastSampler(model)
+    sampler = gen.FastSampler(model, n_keys=n_keys)
     on = sampler.sample(None, 96, streams=2, random_seed=1)
     off = sampler.sample(None, 96, streams=2, random_seed=1, edge_aversion=False)
-    per_key_on = on.mean(axis=(0, 1))
-    per_key_off = off.mean(axis=(0, 1))
-    # thresholds 1.0, 1.0, 0.4 at distances 0, 1, 2 from either edge: those keys never sound
-    for k in (0, 1, 2, 69, 70, 71):
-        assert per_key_on[k] == 0 and per_key_off[k] > 0.15
-    # 0.05 and 0.03 further in: p = 0.3 passes, so the keys sound as without aversion
-    assert per_key_on[3:69].mean() == pytest.approx(per_key_off[3:69].mean(), abs=0.05)
-    assert np.array_equal(on[:, :, 3:69], off[:, :, 3:69])  # same uniforms, same decisions
+    dist = np.minimum(np.arange(n_keys), n_keys - 1 - np.arange(n_keys))  # distance from the nearer edge
+    thr = np.array(gen.EDGE_THRESHOLDS)
+    silenced = dist < np.flatnonzero(thr <= 0.3)[0]  # thresholds above p: those keys never sound
+    assert on[:, :, silenced].sum() == 0 and off.mean(axis=(0, 1))[silenced].min() > 0.15
+    assert np.array_equal(on[:, :, ~silenced], off[:, :, ~silenced])  # p >= threshold: same uniforms, same music
     custom = sampler.sample(None, 48, streams=2, edge_aversion=[1.0] * 5)
-    assert custom[:, :, :5].sum() == 0 and custom[:, :, 67:].sum() == 0 and custom[:, :, 5:67].sum() > 0
-    assert list(gen.EDGE_THRESHOLDS) == [1.0, 1.0, 0.4, 0.05, 0.05, 0.05, 0.03, 0.03]
-    with pytest.raises(ValueError, match="threshold"):
-        gen.edge_thresholds([0.5, 2.0])
+    assert custom[:, :, dist < 5].sum() == 0 and custom[:, :, dist >= 5].sum() > 0
+    for bad in ([0.5, 2.0], [float("nan")], "yes", 3):
+        with pytest.raises(ValueError, match="edge"):
+            sampler.sample(None, 2, edge_aversion=bad)
 
 
 def _conv(filters, kernel=2, dilation=1, activation="elu", name=None, **kw):
@@ -183,107 +183,60 @@ def test_other_layouts_are_refused_with_a_clear_error(layers, message):
         gen.FastSampler(model)
 
 
-def test_generate_seeds_from_a_roll_a_midi_file_and_silence(tmp_path):
+def test_generate_seeds_from_a_roll_a_midi_file_and_silence(tmp_path, capsys):
     model = random_model("tiny", seed=12, output_bias=logit(0.05))
     sampler = gen.FastSampler(model)
     seed = np.zeros((30, 72), np.uint8)
     seed[::6, [20, 24, 27]] = 1
     path = write_midi(seed, tmp_path / "seed.mid")
-    from_roll = gen.generate(model, 0.25, seed=midi_to_roll(path), progress=False, sampler=sampler)
-    from_file = gen.generate(model, 0.25, seed=str(path), progress=False, sampler=sampler)
-    assert np.array_equal(from_roll[0], from_file[0])
-    with_seed = gen.generate(model, 0.25, seed=path, include_seed=True, progress=False, sampler=sampler)
-    assert with_seed[0].shape[0] == midi_to_roll(path).shape[0] + 12
-    silent = gen.generate(model, 0.25, seed="silence", progress=False, sampler=sampler)
-    assert silent[0].shape == (12, 72)
-    cut = gen.load_seed(path, seed_seconds=0.25)
-    assert cut.shape[0] == 12
+    kw = dict(progress=False, sampler=sampler, random_seed=2)
+    from_roll = gen.generate(model, 0.25, seed=midi_to_roll(path), **kw)
+    assert from_roll[0].shape == (12, 72)
+    assert np.array_equal(from_roll[0], gen.generate(model, 0.25, seed=str(path), **kw)[0])
+    cut = gen.generate(model, 0.25, seed=path, seed_seconds=0.25, **kw)
+    assert np.array_equal(cut[0], gen.generate(model, 0.25, seed=midi_to_roll(path)[:12], **kw)[0])
+    silent = gen.generate(model, 0.25, seed="silence", **kw)
+    assert np.array_equal(silent[0], gen.generate(model, 0.25, seed=None, **kw)[0])
+    gen.generate(model, 0.25, progress=True, sampler=sampler)
+    assert "generating" in capsys.readouterr().err  # the progress bar
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path, monkeypatch):
+    model = random_model("tiny", seed=13, output_bias=logit(0.05))
+    sampler = gen.FastSampler(model)
     with pytest.raises(ConfigError, match="seed"):
-        gen.load_seed(tmp_path / "missing.mid")
-    with pytest.raises(ValueError, match="seconds"):
-        gen.generate(model, -1, progress=False, sampler=sampler)
+        gen.generate(model, 1.0, seed=tmp_path / "missing.mid", sampler=sampler)
+    with pytest.raises(ConfigError, match="seed"):
+        gen.generate(model, 1.0, seed=42, sampler=sampler)
+    for bad in (-1, 0, float("inf"), "long"):
+        with pytest.raises(ValueError, match="seconds"):
+            gen.generate(model, bad, sampler=sampler)
+    with pytest.raises(ValueError, match="streams"):
+        sampler.sample(None, 2, streams=0)
+    with pytest.raises(ValueError, match="start"):
+        sampler.probabilities(np.zeros(10, np.uint8), start=11)
+    with pytest.raises(ValueError, match="backend"):
+        gen.FastSampler(model, backend="cuda")
+    with pytest.raises(ValueError, match="keys"):
+        gen.generate(model, 1.0, sampler=gen.FastSampler(model, n_keys=64))
+    # the check against the model's forward pass catches weights read wrongly
+    layers, w_out, b_out = gen.read_layers(model)
+    monkeypatch.setattr(gen, "read_layers", lambda m: (layers, w_out, b_out + 0.5))
+    with pytest.raises(ValueError, match="disagrees"):
+        gen.FastSampler(model)
 
 
-def _args(model_path, out, **kw):
-    base = dict(model=str(model_path), seconds=0.3, seed="silence", streams=2, out=str(out), temperature=1.0,
-                no_edge_aversion=False, random_seed=0, no_audio=False, quiet=True, seed_seconds=None)
-    base.update(kw)
-    return argparse.Namespace(**base)
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    random_model("tiny", seed=13, output_bias=logit(0.05)).save(path)
-    return path
-
-
-def test_cli_writes_midi_wav_and_settings(saved_model, tmp_path):
-    from pianolab.cli import main
-
-    out = tmp_path / "perf"
-    code = main(["generate", str(saved_model), "--seconds", "0.3", "--streams", "2", "--out", str(out),
-                 "--quiet", "--random-seed", "5"])
-    assert code == 0
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["performance.json", "performance_00.mid", "performance_00.wav",
-                     "performance_01.mid", "performance_01.wav"]
-    with open(out / "performance_00.wav", "rb") as f:
-        assert f.read(4) == b"RIFF"
-    roll = midi_to_roll(out / "performance_00.mid") if (out / "performance_00.mid").stat().st_size else None
-    assert roll is None or roll.shape[1] == DEFAULT_ENCODING.n_keys
-    again = tmp_path / "again"
-    assert main(["generate", str(saved_model), "--seconds", "0.3", "--streams", "2", "--out", str(again),
-                 "--quiet", "--random-seed", "5", "--no-audio"]) == 0
-    assert (again / "performance_00.mid").read_bytes() == (out / "performance_00.mid").read_bytes()
-    assert not (again / "performance_00.wav").exists()
-
-
-@pytest.mark.parametrize("change, flag", [
-    (dict(seconds=-1.0), "--seconds"),
-    (dict(seconds=float("inf")), "--seconds"),
-    (dict(streams=0), "--streams"),
-    (dict(temperature=0.0), "--temperature"),
-    (dict(seed="no/such/file.mid"), "--seed"),
-    (dict(seed="corpus:"), "--seed"),
-    (dict(random_seed=-3), "--random-seed"),
-    (dict(seed_seconds=-2.0), "--seed-seconds"),
-    (dict(model="no/such/run"), "MODEL"),
-])
-def test_cli_bad_arguments_name_the_flag(saved_model, tmp_path, change, flag):
-    with pytest.raises(ConfigError) as err:
-        gen.cli_generate(_args(saved_model, tmp_path / "x", **change))
-    assert err.value.key == flag
-
-
-def test_cli_exit_code_and_message_for_a_bad_flag(saved_model, tmp_path, capsys):
-    from pianolab.cli import main
-
-    code = main(["generate", str(saved_model), "--seconds", "-5", "--out", str(tmp_path / "y")])
-    assert code == 2
-    assert "--seconds" in capsys.readouterr().err
-
-
-def test_cli_refuses_a_model_of_another_layout(tmp_path):
-    inputs = keras.Input((None, 1))
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
-    path = tmp_path / "dense.keras"
-    model.save(path)
-    with pytest.raises(ConfigError) as err:
-        gen.cli_generate(_args(path, tmp_path / "z"))
-    assert err.value.key == "MODEL" and "Dense" in str(err.value)
-
-
-def test_advance_in_chunks_continues_the_same_performance():
+def test_advance_continues_the_same_performance():
     model = random_model("tiny", seed=14, output_bias=logit(0.1))
     sampler = gen.FastSampler(model)
     seed = (np.random.default_rng(5).random((4, 72)) < 0.1).astype(np.uint8)
-    whole = sampler.sample(seed, 10, streams=3, random_seed=2)
+    n = 60  # more than one chunk of the progress bar
+    whole = sampler.sample(seed, n, streams=3, random_seed=2)
     state = sampler.start(seed, 3, random_seed=2)
-    first = sampler.advance(state, 4)
-    second = sampler.advance(state, 6, chunk_steps=1)
+    first = sampler.advance(state, 7)
+    second = sampler.advance(state, n - 7)
     assert np.array_equal(np.concatenate([first, second], axis=1), whole)
-    assert state.position == gen.seed_history(seed, sampler.receptive_field, 72).size - 1 + 10 * 72
+    assert state.position == gen.seed_history(seed, sampler.receptive_field, 72).size - 1 + n * 72
 
 
 def test_one_seed_per_stream():
@@ -291,44 +244,39 @@ def test_one_seed_per_stream():
     sampler = gen.FastSampler(model)
     rng = np.random.default_rng(6)
     seeds = [(rng.random((n, 72)) < 0.2).astype(np.uint8) for n in (1, 3, 5)]
-    both = sampler.sample(seeds, 3, streams=3, random_seed=4, return_probabilities=True)[1]
+    rolls, probs = sampler.sample(seeds, 3, streams=3, random_seed=4, return_probabilities=True)
     for k, s in enumerate(seeds):  # each stream's probabilities follow its own seed
-        hist = np.concatenate([gen.seed_history(s, sampler.receptive_field, 72),
-                               sampler.sample(seeds, 3, streams=3, random_seed=4)[k].reshape(-1)])
+        hist = np.concatenate([gen.seed_history(s, sampler.receptive_field, 72), rolls[k].reshape(-1)])
         ref = model_probabilities(model, hist, hist.size - 3 * 72)[0, :-1]
-        np.testing.assert_allclose(both[k].reshape(-1), ref, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(probs[k].reshape(-1), ref, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="streams"):
         sampler.sample(seeds, 3, streams=2)
 
 
-def test_cli_reads_a_run_directory(saved_model, tmp_path):
-    import shutil
-
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy(saved_model, run / "model.keras")
-    out = tmp_path / "from_run"
-    gen.cli_generate(_args(run, out, streams=1, no_audio=True))
-    assert (out / "performance_00.mid").is_file()
-
-
 def test_corpus_piece_as_seed():
-    from pianolab import data
+    from pianolab import corpus
 
-    folder = data.default_corpus_dir()
-    if not folder.is_dir() or not any(folder.rglob("*.mid")):
+    folder = corpus.default_corpus_dir()
+    files = corpus.midi_files(folder) if folder.is_dir() else []
+    if len(files) < 2:
         pytest.skip("the default corpus is not built (make corpus builds it)")
-    roll = gen.load_seed("corpus:keyboard/bach_bwv846", seed_seconds=2.0)
-    assert roll.shape == (96, 72) and roll.any()
+    names = [corpus.piece_name(f, folder) for f in files]
+    model = random_model("tiny", seed=16, output_bias=logit(0.05))
+    kw = dict(progress=False, sampler=gen.FastSampler(model), random_seed=1)
+    by_name = gen.generate(model, 0.5, seed=f"corpus:{names[0]}", seed_seconds=2.0, **kw)
+    by_roll = gen.generate(model, 0.5, seed=midi_to_roll(files[0])[:96], **kw)
+    assert np.array_equal(by_name[0], by_roll[0])
+    shared = next(c for c in names[0] if sum(c.lower() in n.lower() for n in names) > 1)
     with pytest.raises(ConfigError, match="corpus pieces match"):
-        gen.load_seed("corpus:bwv")
+        gen.generate(model, 0.5, seed=f"corpus:{shared}", **kw)
+    with pytest.raises(ConfigError, match="no piece"):
+        gen.generate(model, 0.5, seed="corpus:no such piece", **kw)
 
 
 def test_many_streams_on_threads_match_the_numpy_backend():
-    model = random_model("tiny", seed=16, output_bias=logit(0.15))
-    fast = gen.FastSampler(model, n_keys=12, threads=2)
+    model = random_model("tiny", seed=17, output_bias=logit(0.15))
+    fast = gen.FastSampler(model, n_keys=12)
     slow = gen.FastSampler(model, n_keys=12, backend="numpy", verify=False)
-    assert fast._bounds(9).tolist() == [0, 4, 8, 9]  # groups of four, handed to the threads
-    a = fast.sample(None, 4, streams=9, random_seed=3)
+    a = fast.sample(None, 4, streams=9, random_seed=3)  # groups of 4, 4 and 1 streams
     b = slow.sample(None, 4, streams=9, random_seed=3)
     assert np.array_equal(a, b) and a.any()
