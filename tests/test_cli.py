@@ -3,6 +3,7 @@ or key, exit status 2 (chapter 04_training)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from conftest import habit_rolls, tiny_config
 
 from pianolab.cli import main
 from pianolab.encoding import write_midi
-import shutil
 from pianolab.encoding import DEFAULT_ENCODING
 from pianolab.model import build_model, logit, receptive_field
 
