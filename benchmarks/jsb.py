@@ -1,7 +1,7 @@
 """JSB Chorales benchmark: the shipped model's test NLL beside the baselines and published models.
 
 Evaluates ``data/models/jsb`` (or ``--run DIR``) on the test split of the Boulanger-Lewandowski
-split read from ``--data`` / ``$PIANOLAB_JSB`` / ``../shared/benchmarks/jsb/jsb_chorales.json``,
+split read from ``--data`` / ``$PIANOLAB_JSB`` / the shipped ``data/benchmarks/jsb_chorales.npz``,
 in nats per frame summed over the 88 keys. The baselines are fitted on the training split and
 scored by the same evaluator in the same run. Last line: ``jsb_test_nll=<x>`` (the first frame of
 each piece not scored, the benchmark's rule). Chapter 08_benchmark_jsb explains the numbers.
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="JSB run directory (default: data/models/jsb)")
-    parser.add_argument("--data", default=None, help="JSB JSON or pickle (default: $PIANOLAB_JSB, then ../shared)")
+    parser.add_argument("--data", default=None, help="JSB .npz, JSON or pickle (default: $PIANOLAB_JSB, then data/benchmarks)")
     args = parser.parse_args(argv)
 
     from pianolab import jsb

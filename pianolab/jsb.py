@@ -2,10 +2,10 @@
 
 The data: 382 Bach chorales split 229 / 76 / 77 into ``train`` / ``valid`` / ``test``; a piece is
 a list of frames, one frame per quarter note, and a frame is the list of sounding MIDI pitches
-(21..108). pianolab reads it from a path (argument, ``$PIANOLAB_JSB``, or
-:func:`pianolab.settings.jsb_path`), as the JSON written from the original pickle, or as the
-original ``JSB Chorales.pickle`` through :class:`RestrictedUnpickler`. The data is never copied
-into the repository.
+(21..108). The repository ships it as ``data/benchmarks/jsb_chorales.npz`` (bit-packed rolls, see
+the README there), the default of :func:`pianolab.settings.jsb_path`; a path argument or
+``$PIANOLAB_JSB`` may name another copy: that .npz format, the JSON written from the original
+pickle, or the original ``JSB Chorales.pickle`` read through :class:`RestrictedUnpickler`.
 
 The encoding: a piece becomes a binary roll ``[frames, 88]`` (MIDI 21..108, the piano keyboard)
 and then ONE flat sequence of key states, frame-major with keys ascending, exactly like the piano
@@ -168,14 +168,44 @@ def check_structure(obj, path="<data>"):
     return out
 
 
-def read_jsb(path=None):
-    """The raw benchmark ``{split: [piece]}`` from JSON or the original pickle (chapter 08_benchmark_jsb).
+def read_npz(path):
+    """``{split: [uint8 roll [frames, 88]]}`` from a bit-packed .npz, the format of
+    ``data/benchmarks`` (chapter 08_benchmark_jsb)."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise JSBError(path, None, "no such file (set PIANOLAB_JSB or pass the path)") from None
+    except (OSError, ValueError) as exc:
+        raise JSBError(path, None, f"not a numpy .npz: {exc}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise JSBError(path, None, "a single array, not an .npz archive")
+    out = {}
+    with z:
+        for split in SPLITS:
+            if f"{split}_frames" not in z or f"{split}_lengths" not in z:
+                raise JSBError(path, split, f"expected arrays {split}_frames and {split}_lengths")
+            bits, lengths = z[f"{split}_frames"], z[f"{split}_lengths"].astype(np.int64)
+            if bits.dtype != np.uint8 or bits.shape[1:] != (N_KEYS // 8,) or \
+                    lengths.ndim != 1 or (lengths < 1).any() or lengths.sum() != len(bits):
+                raise JSBError(path, split, f"expected uint8 [frames, {N_KEYS // 8}] and piece lengths "
+                                            ">= 1 summing to the frames")
+            rolls = np.unpackbits(bits, axis=1, count=N_KEYS)
+            out[split] = np.split(rolls, np.cumsum(lengths)[:-1])
+    return out
 
-    ``path`` defaults to ``$PIANOLAB_JSB`` and then ``../shared/benchmarks/jsb/jsb_chorales.json``
-    (see :func:`pianolab.settings.jsb_path`). Files ending in ``.pickle`` / ``.pkl`` go through
-    :func:`read_pickle`.
+
+def read_jsb(path=None):
+    """The raw benchmark ``{split: [piece]}`` from the shipped .npz, JSON or the original pickle
+    (chapter 08_benchmark_jsb).
+
+    ``path`` defaults to ``$PIANOLAB_JSB`` and then ``data/benchmarks/jsb_chorales.npz`` (see
+    :func:`pianolab.settings.jsb_path`). Files ending in ``.pickle`` / ``.pkl`` go through
+    :func:`read_pickle`, ``.npz`` through :func:`read_npz`.
     """
     path = jsb_path(path)
+    if path.suffix.lower() == ".npz":
+        return {s: [roll_to_piece(r) for r in rolls] for s, rolls in read_npz(path).items()}
     if path.suffix.lower() in (".pickle", ".pkl"):
         return read_pickle(path)
     try:
@@ -226,8 +256,11 @@ class JSB:
 
 def load_jsb(path=None):
     """Read the benchmark and encode every piece as an 88-key roll (chapter 08_benchmark_jsb)."""
+    path = jsb_path(path)
+    if path.suffix.lower() == ".npz":
+        return JSB(**read_npz(path), path=path)
     raw = read_jsb(path)
-    return JSB(**{s: [piece_to_roll(p) for p in raw[s]] for s in SPLITS}, path=jsb_path(path))
+    return JSB(**{s: [piece_to_roll(p) for p in raw[s]] for s in SPLITS}, path=path)
 
 
 def transpose(roll, semitones):
@@ -698,7 +731,7 @@ def main(argv=None):
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m pianolab.jsb", description="JSB Chorales benchmark")
-    parser.add_argument("--data", default=None, help="JSB JSON or pickle (default: $PIANOLAB_JSB, then ../shared)")
+    parser.add_argument("--data", default=None, help="JSB .npz, JSON or pickle (default: $PIANOLAB_JSB, then data/benchmarks)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train or resume the JSB run in RUN_DIR")
     p.add_argument("run_dir")
