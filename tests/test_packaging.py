@@ -2,6 +2,7 @@
 table of contents, conda and pip in step, and every public function pointing at its chapter."""
 
 import importlib
+import importlib.util
 import inspect
 import json
 import pkgutil
@@ -86,6 +87,18 @@ def test_readme_opens_with_the_two_commands():
     )
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^book:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_make_lab_opens_the_chapters_in_jupyterlab_from_the_lab_extra():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "jupyterlab" in {_split_requirement(r)[0] for r in extras["lab"]}
+    makefile = (ROOT / "Makefile").read_text()
+    rule = re.search(r"^lab:(.*)\n((?:\t.*\n)+)", makefile, re.M)
+    assert rule and "corpus" in rule.group(1) and "jupyter lab book/" in rule.group(2)
+    assert re.search(r"pip install .*\[[^]]*lab[^]]*\]", makefile), "no rule installs the lab extra"
+    for doc in ("README.md", "book/intro.md"):
+        text = (ROOT / doc).read_text()
+        assert "make lab" in text and "pip install jupyterlab" not in text, doc
 
 
 def _notebooks():
@@ -179,6 +192,32 @@ def test_every_public_function_names_its_chapter():
         "public functions/classes whose docstring names no chapter (write e.g. "
         "'(chapter 05_fast_wavenet)'): " + ", ".join(without)
     )
+
+
+def _installer_cell():
+    spec = importlib.util.spec_from_file_location("installer_cell", ROOT / "book" / "_ext" / "installer_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_chapter_opens_with_the_installer_for_the_configured_repository():
+    """The repository URL is set once, in _config.yml; each chapter's first code cell (hidden in the
+    book) installs pianolab from it where the kernel lacks pianolab (Colab, a bare Jupyter)."""
+    installer = _installer_cell()
+    url, branch = installer.repository()
+    expected = installer.source()
+    assert f"pianolab @ git+{url}@{branch}" in expected
+    wrong = []
+    for nb_path in _notebooks():
+        first = next(c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code")
+        if "".join(first["source"]) != expected or "remove-cell" not in first["metadata"].get("tags", []):
+            wrong.append(nb_path.name)
+    assert not wrong, f"installer cell out of step with _config.yml in {wrong}: run `make installer-cells`"
+    prose = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "environment.yml", *ROOT.glob("book/*.md"),
+             *ROOT.glob("pianolab/*.py")]
+    elsewhere = [p.relative_to(ROOT).as_posix() for p in prose if url in p.read_text()]
+    assert not elsewhere, f"the repository URL is written out in {elsewhere}; say `repository.url in _config.yml`"
 
 
 # ---------------------------------------------------------------- the wheel, away from the checkout
