@@ -12,7 +12,6 @@ from pianolab.errors import ConfigError, PianolabError
 from pianolab.settings import jsb_path
 
 REAL = jsb_path()
-needs_real = pytest.mark.skipif(not REAL.exists(), reason=f"JSB data not found at {REAL} (set PIANOLAB_JSB)")
 
 SMALL = {
     "train": [[[60, 64, 67], [62, 65], []], [[48], [48, 55]]],
@@ -120,6 +119,61 @@ def test_garbage_pickle(tmp_path):
         jsb.read_jsb(path)
 
 
+def write_npz(tmp_path, pieces, name="jsb.npz", **change):
+    """``pieces`` as the shipped .npz format: per split, packed frames and piece lengths."""
+    arrays = {}
+    for s, ps in pieces.items():
+        rolls = [jsb.piece_to_roll(p) for p in ps]
+        arrays[f"{s}_frames"] = np.packbits(np.concatenate(rolls), axis=1)
+        arrays[f"{s}_lengths"] = np.array([len(r) for r in rolls], np.int32)
+    arrays.update(change)
+    path = tmp_path / name
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def test_shipped_npz_is_the_default(monkeypatch):
+    monkeypatch.delenv("PIANOLAB_JSB", raising=False)
+    path = jsb_path()
+    assert path.name == "jsb_chorales.npz" and path.is_file()
+    assert "shared" not in path.parts
+
+
+def test_read_npz_round_trip(tmp_path, monkeypatch):
+    path = write_npz(tmp_path, SMALL)
+    assert jsb.read_jsb(path) == SMALL
+    monkeypatch.setenv("PIANOLAB_JSB", str(path))
+    data = jsb.load_jsb()
+    assert data.path == path
+    assert [jsb.roll_to_piece(r) for r in data.train] == SMALL["train"]
+    assert all(r.dtype == np.uint8 and r.shape[1] == 88 for r in data.test)
+
+
+@pytest.mark.parametrize("change, key, message", [
+    ({"valid_lengths": np.array([3], np.int32)}, "valid", "summing to the frames"),
+    ({"test_lengths": np.array([0, 2], np.int32)}, "test", "lengths >= 1"),
+    ({"train_frames": np.zeros((5, 10), np.uint8)}, "train", r"uint8 \[frames, 11\]"),
+])
+def test_npz_errors_name_path_and_split(tmp_path, change, key, message):
+    path = write_npz(tmp_path, SMALL, **change)
+    with pytest.raises(jsb.JSBError, match=message) as info:
+        jsb.load_jsb(path)
+    assert info.value.key == key and str(path) in str(info.value)
+
+
+def test_npz_missing_broken_or_incomplete(tmp_path):
+    with pytest.raises(jsb.JSBError, match="no such file"):
+        jsb.read_npz(tmp_path / "nope.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("{}")
+    with pytest.raises(jsb.JSBError, match="not a numpy .npz"):
+        jsb.read_npz(bad)
+    path = write_npz(tmp_path, {"train": SMALL["train"], "valid": SMALL["valid"]})
+    with pytest.raises(jsb.JSBError, match="test_frames") as info:
+        jsb.read_npz(path)
+    assert info.value.key == "test"
+
+
 # ---------------------------------------------------------------- encoding
 
 
@@ -170,14 +224,12 @@ def test_evaluate_first_frame_conventions():
     assert ev["nll_all_frames"] == pytest.approx(sum(c.sum() for c in costs) / 5)
 
 
-@needs_real
 def test_real_split_sizes_match_readme():
     data = jsb.load_jsb()
     assert [len(data.split(s)) for s in jsb.SPLITS] == [229, 76, 77]
     assert [data.frames(s) for s in jsb.SPLITS] == [13807, 4602, 4725]
 
 
-@needs_real
 def test_evaluator_reproduces_readme_baselines():
     """The README's 11.06 (marginal) and 10.48 (Markov) come out of the same evaluator the models
     use -- with every frame scored, the first one predicted from leading silence."""
