@@ -228,18 +228,18 @@ WHEEL_USE = """
 import json, sys
 from pathlib import Path
 import pianolab
-from pianolab import jsb, settings
+from pianolab import benchmark, settings
 from pianolab.generate import generate
-from pianolab.train import load_model
+from pianolab.runs import load_model, load_run
 
 rolls = generate(load_model("deep"), seconds=2, progress=False, random_seed=0)
-_, model = jsb.load_run()
-data = jsb.load_jsb()
+_, model = load_run("jsb")
+data = benchmark.load("jsb")
 print(json.dumps({
-    "pianolab": pianolab.__file__, "models": str(settings.models_dir()), "jsb": str(data.path),
+    "pianolab": pianolab.__file__, "models": str(settings.models_dir()), "jsb": str(settings.jsb_path()),
     "roll": list(rolls[0].shape), "notes": int(rolls[0].sum()),
-    "pieces": [len(data.split(s)) for s in jsb.SPLITS],
-    "nll": jsb.evaluate(model, data.test[:1])["nll"]}))
+    "pieces": [len(data[s]) for s in benchmark.SPLITS],
+    "nll": benchmark.evaluate(model, data["test"][:1])["nll"]}))
 """
 
 
