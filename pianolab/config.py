@@ -101,7 +101,8 @@ class TrainingConfig:
 
     lr: float = _rule(1e-4, lambda v: _num(v) and v > 0, "a number > 0")
     lr_final: float = _rule(None, lambda v: v is None or (_num(v) and v > 0),
-                            "null (a constant lr) or a number > 0: cosine decay from lr to it over training.steps")
+                            "null (a constant lr) or a number > 0: cosine decay from lr to it over the "
+                            "training.steps the run starts with")
     n_targets: int = _rule(8192, *_int(1))
     batch_start: int = _rule(1, *_int(1))
     batch_end: int = _rule(32, *_int(1))

@@ -6,8 +6,8 @@ Adam state, then ``latest.json``). Every file is written atomically, so the same
 ``kill -9`` resumes from the newest checkpoint; the batch of step ``s`` is a pure function of
 ``(seed, s, batch size)``, so the resumed run sees the batches the uninterrupted one would have.
 A step is one ``train_on_batch`` (binary cross-entropy in nats per key state, Adam);
-``training.distribute = "mirrored"`` builds the model under TensorFlow's ``MirroredStrategy``,
-which splits each batch over the local devices with the same loop.
+``training.distribute = "mirrored"`` builds the model under TensorFlow's ``MirroredStrategy``
+and runs the same batches through ``fit``, which splits each batch over the local devices.
 """
 
 import contextlib
@@ -186,23 +186,33 @@ class Trainer:
             self._twin.save_weights(tmp)
 
     def train_steps(self, k, bar=None, batch_size=None):
-        """Run ``k`` optimizer steps at the ramp's batch size (or ``batch_size``); the per-step losses."""
+        """Run ``k`` optimizer steps at the ramp's batch size (or ``batch_size``); the per-step losses.
+
+        One ``train_on_batch`` per step; under a distribution strategy the ``k`` steps are one
+        ``fit`` call instead, which splits every batch over the replicas (``train_on_batch`` would
+        give each replica the whole batch), and each step is reported with the mean loss of the ``k``.
+        """
         b = self.config.batch_size_at(self.step) if batch_size is None else int(batch_size)
-        t0, losses, seen = time.perf_counter(), [], 0
-        for s in range(self.step, self.step + k):
-            x, y, w = _batch(self.windows, self.config.training.seed, s, b)
-            losses.append(float(np.asarray(self.model.train_on_batch(x, y, sample_weight=w)).reshape(-1)[0]))
-            seen += int(w.sum())
-            if bar is not None:
-                bar.update(1)
-            if not math.isfinite(losses[-1]):
-                kept = f"its last good checkpoint is step {self.checkpoint_step}" if self.checkpoint_step else \
-                    "it had written no checkpoint yet"
-                raise TrainingError(f"the training loss became {losses[-1]} at step {s + 1} (batch size {b}, "
-                                    f"lr {self.config.training.lr}); the run stopped and {kept}. Lower training.lr.")
+        if self.strategy:  # every replica needs a share of the batch
+            b = -(-b // self.strategy.num_replicas_in_sync) * self.strategy.num_replicas_in_sync
+        t0, seed, seen = time.perf_counter(), self.config.training.seed, []
+        batches = (_batch(self.windows, seed, s, b) for s in range(self.step, self.step + k))
+        batches = (seen.append(int(w.sum())) or (x, y, w) for x, y, w in batches)
+        if self.strategy:
+            mean = self.model.fit(batches, steps_per_epoch=k, epochs=1, verbose=0, shuffle=False).history["loss"][0]
+            losses = [float(mean)] * k
+        else:
+            losses = [float(np.asarray(self.model.train_on_batch(*batch)).reshape(-1)[0]) for batch in batches]
+        if bar is not None:
+            bar.update(k)
+        if not all(map(math.isfinite, losses)):
+            kept = f"its last good checkpoint is step {self.checkpoint_step}" if self.checkpoint_step else \
+                "it had written no checkpoint yet"
+            raise TrainingError(f"the training loss became {losses[-1]} by step {self.step + k} (batch size {b}, "
+                                f"lr {self.config.training.lr}); the run stopped and {kept}. Lower training.lr.")
         self.seconds += time.perf_counter() - t0
         self.step += k
-        self.key_states += seen
+        self.key_states += sum(seen)
         return losses
 
     def validate(self):

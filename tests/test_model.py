@@ -15,7 +15,6 @@ from pianolab.model import (  # noqa: E402
     PRESETS,
     build_model,
     count_params,
-    filter_increments_of,
     impulse_response,
     layer_plan,
     logit,
@@ -30,15 +29,20 @@ def test_preset_params_and_receptive_field_match_the_built_model(name):
     model = build_model(name)
     assert model.count_params() == count_params(name)
     assert model_receptive_field(model) == receptive_field(name)
-    assert filter_increments_of(model) == preset(name)
+    # the dilated layers, in order, have the filters and dilations the plan says
+    conv = [layer for layer in model.layers if hasattr(layer, "dilation_rate") and layer.name != "output"]
+    assert [(layer.filters, layer.dilation_rate[0]) for layer in conv] == layer_plan(preset(name))
     # 'valid' padding: RF + N - 1 inputs give N outputs
     assert model.compute_output_shape((2, receptive_field(name) + 9, 1)) == (2, 10, 1)
 
 
-def test_published_figures():
-    assert (count_params("pianonet_mini"), receptive_field("pianonet_mini")) == (55045, 8191)
-    assert count_params("micro_1") == 171907
-    assert len(layer_plan("micro_1")) == 36
+def test_receptive_field_and_parameters_by_hand():
+    # two blocks of 12 layers at dilations 1..2048: RF = 1 + 2 * (2**12 - 1)
+    assert receptive_field("pianonet_mini") == 1 + 2 * (2**12 - 1)
+    # micro_1: blocks of 13, 11, 8 and 4 layers
+    assert [len(b) for b in preset("micro_1")] == [13, 11, 8, 4] and len(layer_plan("micro_1")) == 36
+    # a 2-tap conv from c_in to c_out channels has 2 * c_in * c_out weights and c_out biases; 1x1 output
+    assert count_params([[3, 2]]) == (2 * 1 * 3 + 3) + (2 * 3 * 5 + 5) + (5 + 1)
     # dilation restarts at 1 in every block; filters accumulate across blocks
     plan = layer_plan([[4, 4, 2], [2, 2]])
     assert plan == [(4, 1), (8, 2), (10, 4), (12, 1), (14, 2)]

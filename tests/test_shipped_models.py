@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pianolab.model import filter_increments_of, model_receptive_field  # noqa: E402
+from pianolab.model import layer_plan, model_receptive_field  # noqa: E402
 from pianolab.train import History, RunConfig, load_model, load_snapshot, snapshot_steps  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -32,7 +32,8 @@ def test_records_agree_with_the_weights(name):
     config = RunConfig.from_json(run / "config.json")
     model = load_model(name)
     assert model.count_params() == summary["params"]
-    assert filter_increments_of(model) == config.filter_increments
+    conv = [layer for layer in model.layers if hasattr(layer, "dilation_rate") and layer.name != "output"]
+    assert [(layer.filters, layer.dilation_rate[0]) for layer in conv] == layer_plan(config.filter_increments)
     assert model_receptive_field(model) == config.receptive_field == summary["receptive_field"]
     history = History.read(run)
     assert history.final_step == summary["steps"]

@@ -1,9 +1,11 @@
-"""pianolab.train: run configs, the training loop, resume after kill -9, NaN stop, evaluation,
-MirroredStrategy. Tiny models and a few steps: the whole file runs in about a minute."""
+"""pianolab.train: the one loop, its run directory, exact resume (also after kill -9 of the command),
+snapshots, the NaN stop, MirroredStrategy. Tiny models and a few steps each."""
 
 import json
 import math
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,352 +15,328 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import habit_rolls, tiny_config
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pianolab.data import Dataset, Split  # noqa: E402
-from pianolab.encoding import DEFAULT_ENCODING  # noqa: E402
-from pianolab.errors import ConfigError  # noqa: E402
-from pianolab.train import (  # noqa: E402
-    HISTORY_COLUMNS,
-    History,
-    RunConfig,
-    TrainingError,
-    evaluate,
-    load_model,
-    load_run,
-    load_snapshot,
-    make_model,
-    snapshot_steps,
-    train,
-)
+from pianolab import _io
+from pianolab.config import RunConfig
+from pianolab.encoding import DEFAULT_ENCODING
+from pianolab.errors import ConfigError
+from pianolab.model import count_params, layer_plan, logit, receptive_field
+from pianolab.runs import (HISTORY_COLUMNS, History, load_model, load_run, load_snapshot, snapshot_path,
+                           snapshot_steps)
+from pianolab.train import Trainer, TrainingError, describe, make_model, open_dataset, train
+from pianolab.windows import Windows
 
 REPO = Path(__file__).resolve().parent.parent
 K = DEFAULT_ENCODING.n_keys
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|keras|weights\.h5|npy)$")  # what _io.atomic_path writes
 
 
-def _split(name, n_pieces, steps, seed, dtype=np.uint8):
-    """Random rolls with a learnable habit: a key that is down tends to stay down."""
-    rng = np.random.default_rng(seed)
-    seqs, pieces, pos = [], [], 0
-    for i in range(n_pieces):
-        roll = (rng.random((steps, K)) < 0.03).astype(np.uint8)
-        for t in range(1, steps):
-            roll[t] |= roll[t - 1] & (rng.random(K) < 0.85)
-        seqs.append(roll.reshape(-1))
-        pieces.append((f"{name}{i}", pos, pos + roll.size))
-        pos += roll.size
-    return Split(name, np.concatenate(seqs).astype(dtype), pieces, DEFAULT_ENCODING)
+def weights_equal(a, b, rtol=0.0):
+    wa, wb = a.get_weights(), b.get_weights()
+    assert len(wa) == len(wb)
+    for u, v in zip(wa, wb):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=0 if rtol == 0 else 1e-7)
 
 
-def tiny_dataset(seed=0):
-    return Dataset(None, _split("train", 6, 120, seed), _split("val", 2, 80, seed + 1), DEFAULT_ENCODING, {})
-
-
-def tiny_config(**training):
-    t = {"n_targets": 384, "batch_start": 2, "batch_end": 2, "batch_double_every": 4, "steps": 16,
-         "checkpoint_every": 8, "validate_every": 8, "log_every": 2, "lr": 3e-3}
-    t.update(training)
-    return RunConfig(model={"preset": "tiny"}, training=t, validation={"n_windows": 3})
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return tiny_dataset()
+def same_history(a, b, rtol=0.0):
+    """Rows equal in every column but the wall-clock ``seconds``."""
+    assert [r["step"] for r in a.rows] == [r["step"] for r in b.rows]
+    for ra, rb in zip(a.rows, b.rows):
+        for c in HISTORY_COLUMNS[1:-1]:
+            assert (ra[c] is None) == (rb[c] is None), (ra, rb)
+            if ra[c] is not None:
+                assert ra[c] == pytest.approx(rb[c], rel=rtol, abs=0), (c, ra, rb)
 
 
 # ----------------------------------------------------------------------------------------------
-# Config
-
-
-def test_config_round_trip(tmp_path):
-    cfg = tiny_config()
-    cfg.to_json(tmp_path / "c.json")
-    again = RunConfig.from_json(tmp_path / "c.json")
-    assert again == cfg and again.to_dict() == cfg.to_dict()
-    assert RunConfig().model.preset == "pianonet_mini" and RunConfig().training.lr == 1e-4
-    assert RunConfig().receptive_field == 8191
-    # explicit filter_increments replace the default preset
-    c = RunConfig.from_dict({"model": {"filter_increments": [[2, 2], [2]]}})
-    assert c.model.preset is None and c.receptive_field == 1 + 1 + 2 + 1
-    ramp = [tiny_config(batch_start=1, batch_end=4).batch_size_at(s) for s in range(14)]
-    assert ramp == [1] * 4 + [2] * 4 + [4] * 6
-
-
-@pytest.mark.parametrize("bad, key", [
-    ({"trainig": {}}, "trainig"),
-    ({"training": {"learning_rate": 0.1}}, "training.learning_rate"),
-    ({"training": {"lr": "fast"}}, "training.lr"),
-    ({"training": {"lr": -1}}, "training.lr"),
-    ({"training": {"n_targets": 10.5}}, "training.n_targets"),
-    ({"training": {"steps": True}}, "training.steps"),
-    ({"training": {"batch_start": 8, "batch_end": 4}}, "training.batch_end"),
-    ({"training": {"distribute": "horovod"}}, "training.distribute"),
-    ({"model": {"preset": "huge"}}, "model.preset"),
-    ({"model": {"preset": "tiny", "filter_increments": [[2]]}}, "model.filter_increments"),
-    ({"model": {"filter_increments": [[0, 2]]}}, "model.filter_increments"),
-    ({"model": {"output_bias": "auto"}}, "model.output_bias"),
-    ({"data": {"encoding": {"n_keys": 200}}}, "data.encoding"),
-    ({"validation": {"n_windows": 0}}, "validation.n_windows"),
-    ({"model": "tiny"}, "model"),
-    ({"training": {"snapshot_at": [0, 100]}}, "training.snapshot_at"),
-    ({"training": {"snapshot_at": 100}}, "training.snapshot_at"),
-])
-def test_config_errors_name_the_key(bad, key):
-    with pytest.raises(ConfigError) as err:
-        RunConfig.from_dict(bad)
-    assert err.value.key == key
-    assert key in str(err.value)
-    assert "expected" in str(err.value) or "allowed" in str(err.value) or "give" in str(err.value)
-
-
-def test_config_file_errors(tmp_path):
-    p = tmp_path / "c.json"
-    p.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        RunConfig.from_json(p)
-    p.write_text(json.dumps({"training": {"lr": "x"}}))
-    with pytest.raises(ConfigError, match=r"training\.lr.*c\.json"):
-        RunConfig.from_json(p)
+# Rules that need the data, and the run directory's own config
 
 
 def test_receptive_field_longer_than_the_data(dataset, tmp_path):
-    cfg = RunConfig(model={"preset": "micro_1"}, training={"n_targets": 64, "steps": 1})  # RF 10,509 > 8,640
+    longest = max(b - a for _, a, b in dataset.train.pieces)
+    too_big = next(n for n in ("article_two_block", "pianonet_mini", "micro_1") if receptive_field(n) > longest)
     with pytest.raises(ConfigError) as err:
-        train(tmp_path / "run", cfg, dataset=dataset, progress=False)
+        train(tmp_path / "run", RunConfig(model={"preset": too_big}, training={"n_targets": 64}), dataset=dataset,
+              progress=False)
     assert err.value.key == "model.preset" and "receptive field" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        train(tmp_path / "run", tiny_config(n_targets=10**7), dataset=dataset, progress=False)
-    assert err.value.key == "training.n_targets"
-
-
-def test_a_run_directory_refuses_a_different_config(dataset, tmp_path):
-    run = tmp_path / "run"
-    train(run, tiny_config(steps=2, checkpoint_every=2), dataset=dataset, progress=False)
+        train(tmp_path / "run", RunConfig(model={"filter_increments": [[1] * 14]}), dataset=dataset, progress=False)
+    assert err.value.key == "model.filter_increments"
     with pytest.raises(ConfigError) as err:
-        train(run, tiny_config(lr=1e-2, steps=2), dataset=dataset, progress=False)
-    assert err.value.key == "training.lr"
-    # only the number of steps may change: that continues the run
-    h = train(run, tiny_config(steps=4, checkpoint_every=2), dataset=dataset, progress=False)
-    assert h.final_step == 4
+        train(tmp_path / "run", tiny_config(n_targets=dataset.train.sequence.size + 1), dataset=dataset, progress=False)
+    assert err.value.key == "training.n_targets"
+    with pytest.raises(ConfigError) as err:
+        train(tmp_path / "run", tiny_config(), steps=-1, dataset=dataset, progress=False)
+    assert err.value.key == "steps"
+    assert not (tmp_path / "run").exists(), "a refused run writes nothing"
+
+
+def test_open_dataset_names_the_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        open_dataset(RunConfig(data={"dataset": str(tmp_path)}))
+    assert err.value.key == "data.dataset" and "python -m pianolab data" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        open_dataset(RunConfig(data={"corpus": str(tmp_path / "nope")}))
+    assert err.value.key == "data.corpus"
+
+
+def test_describe_counts_layers_parameters_and_receptive_field():
+    line = describe(tiny_config())
+    assert line.startswith(f"{len(layer_plan('tiny'))} layers in 2 blocks")
+    assert f"{count_params('tiny'):,} parameters" in line and f"{receptive_field('tiny'):,} key states" in line
 
 
 # ----------------------------------------------------------------------------------------------
 # Training
 
 
-def test_small_run_writes_its_run_directory(dataset, tmp_path):
-    run = tmp_path / "run"
-    cfg = tiny_config(batch_start=1, batch_end=4)
-    h = train(run, cfg, dataset=dataset, progress=False)
-    assert {"config.json", "history.csv", "loss.png", "model.keras", "best.keras", "checkpoints"} <= {
-        p.name for p in run.iterdir()}
-    state = json.loads((run / "checkpoints" / "latest.json").read_text())
-    assert state["step"] == 16 and (run / "checkpoints" / state["file"]).is_file()
-    assert not list(run.rglob(".*tmp*")), "temporary files left behind"
-    # history: header, rows every log_every steps, validation at 0, 8, 16
-    header = (run / "history.csv").read_text().splitlines()[0]
-    assert tuple(header.split(",")) == HISTORY_COLUMNS
-    assert list(h.step) == [0, 2, 4, 6, 8, 10, 12, 14, 16]
-    assert list(h.batch_size) == [1, 1, 1, 2, 2, 4, 4, 4, 4]
-    assert np.isfinite(h.val_loss[[0, 4, 8]]).all() and np.isnan(h.val_loss[[1, 2, 3]]).all()
-    np.testing.assert_allclose(h.val_nats_per_step[[0, 4, 8]], K * h.val_loss[[0, 4, 8]])
-    assert list(h.key_states) == list(np.cumsum([0, 2, 2, 4, 4, 8, 8, 8, 8]) * 384)
-    assert (np.diff(h.seconds) >= 0).all()
-    assert h.val_loss[8] < h.val_loss[0], "validation loss did not fall"
-    assert History.read(run).rows == h.rows
-    loaded, model = load_run(run)
-    assert loaded == cfg and model.count_params() == 5937
-    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_calibrated_output_bias_uses_the_training_rate(dataset):
     rate = np.count_nonzero(dataset.train.sequence) / dataset.train.sequence.size
     model = make_model(tiny_config(), dataset)
-    assert model.get_layer("output").get_weights()[1][0] == pytest.approx(math.log(rate / (1 - rate)), rel=1e-5)
+    assert model.get_layer("output").get_weights()[1][0] == pytest.approx(logit(rate), rel=1e-5)
     cfg = RunConfig.from_dict({"model": {"preset": "tiny", "output_bias": 0}})
     assert make_model(cfg, dataset).get_layer("output").get_weights()[1][0] == 0.0
 
 
-def test_resume_continues_exactly(dataset, tmp_path):
-    full = train(tmp_path / "a", tiny_config(), dataset=dataset, progress=False)
-    train(tmp_path / "b", tiny_config(), steps=8, dataset=dataset, progress=False)
-    resumed = train(tmp_path / "b", None, steps=16, dataset=dataset, progress=False)
-    for wa, wb in zip(load_model(tmp_path / "a").get_weights(), load_model(tmp_path / "b").get_weights()):
-        np.testing.assert_array_equal(wa, wb)
-    assert [r["step"] for r in resumed.rows] == [r["step"] for r in full.rows]
-    np.testing.assert_allclose(resumed.train_loss[1:], full.train_loss[1:], rtol=1e-6)
-
-
-def test_snapshots_keep_the_weights_of_their_steps(dataset, tmp_path):
-    """training.snapshot_at keeps weights at those steps for good (checkpoints rotate); a run can
-    be extended with more snapshot steps; load_snapshot rebuilds the model of a step."""
-    short = train(tmp_path / "a", tiny_config(steps=6, checkpoint_every=4), dataset=dataset, progress=False)
-    run = tmp_path / "b"
-    train(run, tiny_config(snapshot_at=[3, 6, 40], checkpoint_every=4), steps=10, dataset=dataset,
-          progress=False)
-    assert snapshot_steps(run) == [3, 6]  # step 40 is not reached yet
-    assert short.final_step == 6
-    # the snapshot of step 6 is the model a 6-step run ends with, although no checkpoint fell there
-    for wa, wb in zip(load_model(tmp_path / "a").get_weights(), load_snapshot(run, 6).get_weights()):
-        np.testing.assert_array_equal(wa, wb)
-    assert not np.array_equal(load_snapshot(run, 3).get_weights()[0], load_snapshot(run, 6).get_weights()[0])
+@pytest.mark.parametrize("validate_every, stop", [(8, 8), (0, 6)])
+def test_resume_continues_exactly(dataset, tmp_path, validate_every, stop):
+    """A run stopped at ``stop`` and resumed to 16 equals 16 steps in one go -- weights, history and
+    snapshots -- with validation on and off. Only training.steps and training.snapshot_at may change.
+    (A run validates at the step it stops at, so with validation on it stops at a validation step.)"""
+    cfg = tiny_config(batch_start=1, batch_end=4, validate_every=validate_every, checkpoint_every=4,
+                      snapshot_at=[6, 12, 40])
+    a, b = tmp_path / "a", tmp_path / "b"
+    full = train(a, cfg, dataset=dataset, progress=False)
+    train(b, cfg, steps=stop, dataset=dataset, progress=False)
+    at_stop = load_model(b)
+    with pytest.raises(ConfigError) as err:
+        train(b, tiny_config(lr=1e-2), dataset=dataset, progress=False)
+    assert err.value.key == "training.lr" and str(b) in str(err.value)
+    more = tiny_config(batch_start=1, batch_end=4, validate_every=validate_every, checkpoint_every=4,
+                       snapshot_at=[6, 12, 14, 40])
+    resumed = train(b, more, steps=16, dataset=dataset, progress=False)
+    weights_equal(load_model(a), load_model(b))
+    same_history(resumed, full)
+    assert resumed.rows == History.read(b).rows
+    assert RunConfig.from_json(b / "config.json").training.snapshot_at == [6, 12, 14, 40]
+    # snapshots are kept for good although no checkpoint fell at 6 or 14, and step 40 is not reached
+    assert snapshot_steps(a) == [6, 12] and snapshot_steps(b) == [6, 12, 14]
+    for step in (6, 12):
+        weights_equal(load_snapshot(a, step), load_snapshot(b, step))
+    if stop == 6:  # the snapshot is the model a 6-step run ends with
+        weights_equal(load_snapshot(a, 6), at_stop)
+    else:
+        weights_equal(load_model(a / "checkpoints" / f"step-{stop:08d}.keras"), at_stop)
+    assert not np.array_equal(load_snapshot(b, 12).get_weights()[0], load_snapshot(b, 14).get_weights()[0])
     import h5py  # installed with Keras
 
-    with h5py.File(run / "snapshots" / "step-000006.weights.h5", "r") as f:
+    with h5py.File(snapshot_path(b, 12), "r") as f:
         assert "optimizer" not in f, "a snapshot holds the weights alone, not the Adam state"
-    # resuming with more snapshot steps is allowed (like more steps); other changes are not
-    train(run, tiny_config(snapshot_at=[3, 6, 12], checkpoint_every=4), steps=12, dataset=dataset,
-          progress=False)
-    assert snapshot_steps(run) == [3, 6, 12]
-    assert RunConfig.from_json(run / "config.json").training.snapshot_at == [3, 6, 12]
-    with pytest.raises(ConfigError, match=r"no snapshot at step 5.*\[3, 6, 12\]"):
-        load_snapshot(run, 5)
-    assert not list(run.rglob(".*tmp*")), "temporary files left behind"
+    assert not [p for p in b.rglob(".*")], "temporary files left behind"
+    state = json.loads((b / "checkpoints" / "latest.json").read_text())
+    assert state["step"] == 16 and (b / "checkpoints" / state["file"]).is_file()
+    assert len(list((b / "checkpoints").glob("step-*.keras"))) == cfg.training.keep_checkpoints
+    # history: a row every log_every steps (validation at 0 too), the batch-size ramp, key states
+    h = full
+    assert tuple((a / "history.csv").read_text().splitlines()[0].split(",")) == HISTORY_COLUMNS
+    assert list(h.step) == ([0] if validate_every else []) + list(range(2, 17, 2))
+    steps = [int(s) for s in h.step]
+    assert list(h.batch_size) == [cfg.batch_size_at(max(0, s - 1)) for s in steps]
+    # key states: the weighted targets of the batches so far; the batch of step s is drawn with (seed, s)
+    windows = Windows(dataset.train, receptive_field("tiny"), 384)
+    seen = [int(windows.cut(*windows.sample(np.random.default_rng([0, s]), cfg.batch_size_at(s)))[2].sum())
+            for s in range(16)]
+    assert list(h.key_states) == [sum(seen[:n]) for n in steps]
+    assert (np.diff(h.seconds) >= 0).all()
+    loaded, model = load_run(a)
+    assert loaded == cfg and model.count_params() == count_params("tiny")
+    assert (a / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    if validate_every:
+        val = np.isfinite(h.val_loss)
+        assert list(h.step[val]) == [0, 8, 16]
+        np.testing.assert_allclose(h.val_nats_per_step[val], K * h.val_loss[val])
+        assert h.val_loss[-1] < h.val_loss[0], "validation loss did not fall"
+        best = int(h.step[val][np.argmin(h.val_loss[val])])  # best.keras is the model of that step
+        weights_equal(load_model(a, which="best"), load_model(a / "checkpoints" / f"step-{best:08d}.keras"))
+    else:
+        assert not np.isfinite(h.val_loss).any() and not (a / "best.keras").exists()
+
+
+def test_cosine_decay_reaches_lr_final(dataset, tmp_path):
+    cfg = tiny_config(lr=3e-3, lr_final=3e-4, steps=6, checkpoint_every=3, validate_every=0)
+    trainer = Trainer(tmp_path / "run", cfg, dataset, progress=False)
+    lr = lambda: float(np.asarray(trainer.model.optimizer.learning_rate))  # noqa: E731
+    assert lr() == pytest.approx(3e-3)
+    trainer.run(3)
+    assert lr() == pytest.approx(3e-4 + (3e-3 - 3e-4) * (1 + math.cos(math.pi / 2)) / 2, rel=1e-5)
+    trainer = Trainer(tmp_path / "run", cfg, dataset, progress=False)  # resumed: the schedule goes on
+    assert trainer.resumed and trainer.step == 3
+    trainer.run(6)
+    assert lr() == pytest.approx(3e-4, rel=1e-5)
 
 
 def test_nan_loss_stops_the_run(dataset, tmp_path):
     # a learning rate of 1e30 blows the weights up to inf after one step: inf - inf = NaN
-    with pytest.raises(TrainingError, match=r"loss became nan at step \d+ .*no checkpoint.*training\.lr"):
+    with pytest.raises(TrainingError, match=r"loss became nan by step \d+ .*no checkpoint.*training\.lr"):
         train(tmp_path / "run", tiny_config(lr=1e30), dataset=dataset, progress=False)
     assert not (tmp_path / "run" / "checkpoints" / "latest.json").exists()
 
 
-def test_evaluate_scores_every_key_state(dataset):
-    """Whole-split evaluation equals a direct numpy computation: each piece from silence."""
-    model = make_model(tiny_config(), dataset)
-    rf = 95
-    res = evaluate(model, dataset.val, n_targets=1000, batch_size=2)
-    total, count = 0.0, 0
-    for _, a, b in dataset.val.pieces:
-        seq = dataset.val.sequence[a:b].astype(np.float32)
-        x = np.concatenate([np.zeros(rf, np.float32), seq[:-1]])[None, :, None]
-        p = np.clip(np.asarray(model(x))[0, :, 0].astype(np.float64), 1e-7, 1 - 1e-7)
-        total += -(seq * np.log(p) + (1 - seq) * np.log(1 - p)).sum()
-        count += seq.size
-    assert res["key_states"] == count
-    assert res["loss_per_state"] == pytest.approx(total / count, rel=1e-5)
-    assert res["nats_per_step"] == pytest.approx(K * total / count, rel=1e-5)
-    fixed = evaluate(model, dataset.val, n_targets=256, n_windows=3, seed=5)
-    assert fixed == evaluate(model, dataset.val, n_targets=256, n_windows=3, seed=5)
-    assert fixed["key_states"] == 3 * 256
-
-
-def test_cli_errors(tmp_path, capsys):
-    from pianolab.cli import main
-
-    assert main(["train", str(tmp_path / "r"), "--config", str(tmp_path / "missing.json")]) == 2
-    assert "--config" in capsys.readouterr().err
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"training": {"stepz": 3}}))
-    assert main(["train", str(tmp_path / "r"), "--config", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "training.stepz" in err and "allowed keys" in err
-    assert main(["train", str(tmp_path / "r"), "--steps", "-3"]) == 2
-    assert "--steps" in capsys.readouterr().err
-
-
 # ----------------------------------------------------------------------------------------------
-# Resume after kill -9 of the command-line run
+# Writes killed half-way leave temp files; the trainer removes pianolab's own, and nothing else
+
+
+def test_remove_temp_files_removes_only_pianolab_temp_names(tmp_path):
+    real = tmp_path / "real"
+    names = []
+    for target, suffix in (("model.keras", ".keras"), ("history.csv", ".tmp"), ("step-000001.weights.h5",
+                                                                                ".weights.h5"), ("train.npy", ".npy")):
+        with _io.atomic_path(real / target, suffix=suffix) as tmp:  # the names a killed writer leaves
+            names.append(Path(tmp).name)
+            Path(tmp).write_bytes(b"x")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"half a file")
+    keep = ["model.keras", ".model.keras", ".hidden", "notes.tmp", ".x.abc12.tmp", ".x.ABCDEFGH.tmp",
+            ".x.abcdefgh.mid", ".x.abcdefgh.tmp.bak", "x.abcdefgh.tmp"]
+    for name in keep:
+        (folder / name).write_text("not ours")
+    (folder / ".dir.abcdefgh.tmp").mkdir()  # a folder is never a temp file
+    (folder / "sub").mkdir()
+    (folder / "sub" / names[0]).write_text("not in this folder")
+    assert sorted(_io.remove_temp_files(folder)) == sorted(names)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(keep + [".dir.abcdefgh.tmp", "sub"])
+    assert (folder / "sub" / names[0]).exists()
+    assert _io.remove_temp_files(tmp_path / "missing") == []
 
 
 def _dataset_folder(tmp_path):
+    """A dataset folder built by build_dataset from a few small MIDI files."""
     from pianolab.data import build_dataset
     from pianolab.encoding import write_midi
 
     corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    ds = tiny_dataset(seed=3)
-    for split in (ds.train, ds.val):
-        for i in range(len(split.pieces)):
-            write_midi(split.roll(i), corpus / f"{split.name}{i}.mid", DEFAULT_ENCODING)
-    return build_dataset(corpus, tmp_path / "dataset", n_clones=0, val_fraction=0.25, progress=False)
+    for name, roll in habit_rolls("piece", 6, 120, seed=3).items():
+        write_midi(roll, corpus / f"{name}.mid")
+    return build_dataset(corpus, tmp_path / "dataset", n_clones=0, val_fraction=0.34, progress=False)
 
 
 def _last_step(history_csv):
     try:
         lines = history_csv.read_text().strip().splitlines()
-    except OSError:
+        return int(lines[-1].split(",")[0]) if len(lines) > 1 else -1
+    except (OSError, ValueError, IndexError):
         return -1
-    return int(lines[-1].split(",")[0]) if len(lines) > 1 else -1
 
 
-def test_kill_9_then_the_same_command_resumes(tmp_path):
-    folder = _dataset_folder(tmp_path)
-    cfg = tiny_config(steps=60, checkpoint_every=10, validate_every=30, log_every=1)
-    cfg.data.dataset = str(folder)
-    cfg.to_json(tmp_path / "cfg.json")
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pianolab", "train", str(run), "--config", str(tmp_path / "cfg.json"), "--quiet"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while _last_step(run / "history.csv") < 25:
-        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-        assert time.time() < deadline, "the run did not get going"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    reached = _last_step(run / "history.csv")
-    state = json.loads((run / "checkpoints" / "latest.json").read_text())
-    assert 0 < reached < 60, "the run should have been killed mid-way"
-    assert reached - state["step"] <= 10, f"lost more than one checkpoint interval: {reached} -> {state['step']}"
-
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "step 60" in res.stdout
-    h = History.read(run)
-    assert list(h.step) == list(range(61)), "history rows lost or duplicated across the restart"
-    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 60
-    assert len(list((run / "checkpoints").glob("step-*.keras"))) == cfg.training.keep_checkpoints
-
-    # the interrupted run ends where an uninterrupted one does
+def test_kill_9_at_random_moments_then_the_same_command_resumes(tmp_path):
+    """The command-line run, killed with SIGKILL at random moments (in a step, a validation, a
+    checkpoint or snapshot write) and started again each time, ends with the weights, history and
+    snapshots of an uninterrupted run, and leaves no temp files behind -- validation on and off."""
     from pianolab.data import load_dataset
 
-    train(tmp_path / "straight", cfg, dataset=load_dataset(folder), progress=False)
-    for wa, wb in zip(load_model(run).get_weights(), load_model(tmp_path / "straight").get_weights()):
-        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+    folder = _dataset_folder(tmp_path)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    for validate_every, n_kills in ((5, 2), (0, 1)):
+        cfg = tiny_config(steps=20, checkpoint_every=5, validate_every=validate_every, log_every=1,
+                          snapshot_at=[7, 15], keep_checkpoints=2)
+        cfg.data.dataset = str(folder)
+        cfg.to_json(tmp_path / "cfg.json")
+        run = tmp_path / f"run{validate_every}"
+        cmd = [sys.executable, "-m", "pianolab", "train", str(run), "--config", str(tmp_path / "cfg.json"), "--quiet"]
+        kills = []
+        for _ in range(n_kills):
+            before = _last_step(run / "history.csv")
+            log = open(tmp_path / "stderr.txt", "w")  # a file, not a pipe nobody reads while waiting
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            deadline = time.time() + 120
+            while _last_step(run / "history.csv") <= before and proc.poll() is None:
+                assert time.time() < deadline, (tmp_path / "stderr.txt").read_text()[-3000:]
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if proc.poll() is not None:
+                log.close()
+                assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+                break
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.close()
+            kills.append(_last_step(run / "history.csv"))
+        # debris of killed writes, planted where the trainer writes, and files that are not ours
+        debris = [run / ".model.keras.k1ll3d_x.keras", run / "checkpoints" / ".latest.json.abcd1234.tmp",
+                  run / "snapshots" / ".step-000007.weights.h5.zz99_a0b.weights.h5"]
+        for path in debris:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"half a file")
+        (run / "notes.txt").write_text("mine")
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "step 20" in res.stdout
+
+        straight = tmp_path / f"straight{validate_every}"
+        want = train(straight, cfg, dataset=load_dataset(folder), progress=False)
+        why = f"validate_every={validate_every}, killed at history steps {kills} (random seed {seed})"
+        h = History.read(run)
+        assert list(h.step) == list(range(0 if validate_every else 1, 21)), why
+        same_history(h, want, rtol=1e-6)
+        weights_equal(load_model(run), load_model(straight), rtol=1e-5)
+        if validate_every:
+            weights_equal(load_model(run, which="best"), load_model(straight, which="best"), rtol=1e-5)
+        assert snapshot_steps(run) == [7, 15], why
+        for step in (7, 15):
+            weights_equal(load_snapshot(run, step), load_snapshot(straight, step), rtol=1e-5)
+        assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 20
+        assert len(list((run / "checkpoints").glob("step-*.keras"))) == cfg.training.keep_checkpoints
+        left = [p.relative_to(run) for p in run.rglob("*") if TEMP_NAME.match(p.name)]
+        assert left == [], f"temp files left: {left} ({why})"
+        assert (run / "notes.txt").read_text() == "mine"
 
 
 # ----------------------------------------------------------------------------------------------
-# Data parallel: MirroredStrategy on two logical CPU devices
+# Data parallel: MirroredStrategy on two logical CPU devices, the same loop
 
 _MIRRORED = textwrap.dedent("""
-    import os, sys, tempfile
+    import sys, tempfile
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    from test_train import tiny_dataset, tiny_config
-    from pianolab.train import train, load_model, History
+    from conftest import tiny_dataset, tiny_config
+    from pianolab.train import Trainer, train, load_model
 
     ds = tiny_dataset()
     with tempfile.TemporaryDirectory() as d:
-        cfg = tiny_config(distribute="mirrored", batch_start=1, batch_end=4, steps=8, checkpoint_every=4)
-        h = train(d + "/mirrored", cfg, dataset=ds, progress=False)
-        assert h.final_step == 8, h.rows
-        # the ramp's batches 1, 1, 1, 1, 2, ... are rounded up to a multiple of the two replicas
-        assert list(h.batch_size[1:]) == [2, 2, 2, 2], h.batch_size
-        h2 = train(d + "/mirrored", None, steps=12, dataset=ds, progress=False)  # resume under the strategy
-        assert h2.final_step == 12 and list(h2.batch_size[-2:]) == [4, 4]
-        # the same global batches on one device: the same training, up to float round-off
-        single = train(d + "/single", tiny_config(batch_start=2, batch_end=4, batch_double_every=8, steps=12,
-                                                  checkpoint_every=4), dataset=ds, progress=False)
-        assert list(single.batch_size) == list(h2.batch_size)
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(load_model(d + "/mirrored").get_weights(),
-                                                                 load_model(d + "/single").get_weights()))
-        print("REPLICAS", len(tf.config.list_logical_devices("CPU")), "MAXDIFF", diff)
-        np.testing.assert_allclose(h2.train_loss[1:], single.train_loss[1:], rtol=1e-4)
-        assert diff < 1e-4, diff
+        cfg = tiny_config(distribute="mirrored", batch_start=2, batch_end=4, batch_double_every=3, steps=12,
+                          checkpoint_every=4, validate_every=4)
+        train(d + "/mirrored", cfg, steps=8, dataset=ds, progress=False)  # a validation step: see test_resume
+        h = train(d + "/mirrored", None, dataset=ds, progress=False)  # resumed under the strategy
+        trainer = Trainer(d + "/mirrored", cfg, ds, progress=False)
+        print("REPLICAS", trainer.strategy.num_replicas_in_sync, type(trainer.model.weights[0].value).__name__)
+        single = train(d + "/single", tiny_config(batch_start=2, batch_end=4, batch_double_every=3, steps=12,
+                                                  checkpoint_every=4, validate_every=4), dataset=ds, progress=False)
+        full = train(d + "/mirrored_full", cfg, dataset=ds, progress=False)  # never interrupted
+        assert [r["step"] for r in h.rows] == [r["step"] for r in single.rows] == [r["step"] for r in full.rows]
+        np.testing.assert_allclose(h.train_loss[1:], full.train_loss[1:], rtol=1e-5)  # resumed exactly
+        for a, b in zip(load_model(d + "/mirrored").get_weights(), load_model(d + "/mirrored_full").get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        # each replica averages over its half of a batch, so the run is close to, not equal to, one device
+        np.testing.assert_allclose(h.train_loss[1:], single.train_loss[1:], rtol=0.05)
+        np.testing.assert_allclose(h.val_loss[np.isfinite(h.val_loss)], single.val_loss[np.isfinite(single.val_loss)],
+                                   rtol=0.05)
     print("MIRRORED_OK")
 """)
 
 
 def test_mirrored_strategy_on_two_logical_cpus():
-    pytest.importorskip("tensorflow")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    """training.distribute='mirrored' trains data-parallel under MirroredStrategy (fit splits each
+    batch), validates, resumes exactly, and ends close to a single-device run."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run([sys.executable, "-c", _MIRRORED, str(Path(__file__).parent)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
-    assert "REPLICAS 2" in res.stdout and "MIRRORED_OK" in res.stdout
+    assert "REPLICAS 2 Mirrored" in res.stdout and "MIRRORED_OK" in res.stdout

@@ -1,0 +1,332 @@
+"""pianolab.benchmark: reading JSB Chorales (JSON and a restricted pickle), the rolls, the dataset
+the one trainer trains on, and scoring in nats per frame. Synthetic data only (chapter 08_benchmark_jsb)."""
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from pianolab import benchmark as bm
+from pianolab.errors import ConfigError, PianolabError
+
+SMALL = {
+    "train": [[[60, 64, 67], [62, 65], []], [[48], [48, 55]]],
+    "valid": [[[60], [61]]],
+    "test": [[[21, 108], [72]]],
+}
+
+
+def write_json(tmp_path, obj, name="jsb.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def sticky_rolls(n, frames, seed):
+    """Random rolls in which a sounding key tends to go on sounding: the Markov baseline's habit."""
+    rng = np.random.default_rng(seed)
+    rolls = []
+    for _ in range(n):
+        roll = np.zeros((frames, bm.N_KEYS), np.uint8)
+        roll[0] = rng.random(bm.N_KEYS) < 0.05
+        for t in range(1, frames):
+            roll[t] = np.where(roll[t - 1] == 1, rng.random(bm.N_KEYS) < 0.8, rng.random(bm.N_KEYS) < 0.02)
+        rolls.append(roll)
+    return rolls
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_read_json_and_the_environment(tmp_path, monkeypatch):
+    path = write_json(tmp_path, SMALL)
+    assert bm.read_jsb(path) == SMALL
+    monkeypatch.setenv("PIANOLAB_JSB", str(path))
+    rolls = bm.load("jsb")
+    assert [len(rolls[s]) for s in bm.SPLITS] == [2, 1, 1]
+    assert [bm.roll_to_piece(r) for r in rolls["train"]] == SMALL["train"]
+    with pytest.raises(PianolabError, match="unknown benchmark"):
+        bm.load("bach")
+
+
+@pytest.mark.parametrize("obj, key, message", [
+    ({"train": [], "valid": [[[60]]], "test": [[[60]]]}, "train", "non-empty list of pieces"),
+    ({"train": [[[60]]], "valid": [[[60]]]}, "test", "missing split"),
+    ({"train": [[[60]]], "valid": [[]], "test": [[[60]]]}, "valid[0]", "non-empty list of frames"),
+    ({"train": [[[60]]], "valid": [[60]], "test": [[[60]]]}, "valid[0][0]", "list of MIDI pitches"),
+    ({"train": [[[60]]], "valid": [[[60]]], "test": [[[60], [20]]]}, "test[0][1]", "outside the 88 keys"),
+    ({"train": [[[60.5]]], "valid": [[[60]]], "test": [[[60]]]}, "train[0][0]", "whole MIDI pitch"),
+    ({"train": [[["C4"]]], "valid": [[[60]]], "test": [[[60]]]}, "train[0][0]", "MIDI pitch"),
+    ([1, 2], None, "expected a dict"),
+])
+def test_structure_errors_name_path_and_key(tmp_path, obj, key, message):
+    path = write_json(tmp_path, obj)
+    with pytest.raises(bm.JSBError, match=message) as info:
+        bm.read_jsb(path)
+    assert str(path) in str(info.value) and info.value.key == key
+    if key:
+        assert key in str(info.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(bm.JSBError, match="no such file") as info:
+        bm.read_jsb(tmp_path / "nope.json")
+    assert "nope.json" in str(info.value)
+    bad = write_json(tmp_path, {}, "bad.json")
+    bad.write_text("{not json")
+    with pytest.raises(bm.JSBError, match="not valid JSON"):
+        bm.read_jsb(bad)
+    with pytest.raises(bm.JSBError, match="no such file"):
+        bm.read_jsb(tmp_path / "nope.pickle")
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_pickle_with_tuples_and_float_pitches(tmp_path, protocol):
+    # the original pickle stores frames as tuples; some re-exports store pitches as floats
+    obj = {s: [[tuple(float(p) if i % 2 else p for i, p in enumerate(f)) for f in piece]
+               for piece in pieces] for s, pieces in SMALL.items()}
+    path = tmp_path / "JSB Chorales.pickle"
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    assert bm.read_jsb(path) == SMALL
+
+
+class Evil:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def test_pickle_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = Evil()
+    evil.target = str(marker)
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(dict(SMALL, test=[[[60]], evil])))
+    with pytest.raises(bm.JSBError, match="refusing to load global") as info:
+        bm.read_jsb(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    # the same pickle through the unrestricted unpickler would have run the code
+    pickle.loads(path.read_bytes())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"train": {60}, "valid": [[[60]]], "test": [[[60]]]}, "non-empty list of pieces"),  # a set
+    ({"train": [[[b"60"]]], "valid": [[[60]]], "test": [[[60]]]}, "MIDI pitch"),  # bytes
+    ({"train": [[[True]]], "valid": [[[60]]], "test": [[[60]]]}, "MIDI pitch"),  # bool
+    ({1: 2, "train": [[[60]]], "valid": [[[60]]], "test": [[[60]]]}, "strings"),
+])
+def test_pickle_admits_only_plain_structure(tmp_path, bad, message):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps(bad))
+    with pytest.raises(bm.JSBError, match=message):
+        bm.read_jsb(path)
+
+
+def test_garbage_pickle(tmp_path):
+    path = tmp_path / "x.pickle"
+    path.write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(bm.JSBError, match="not a plain-data pickle"):
+        bm.read_jsb(path)
+
+
+def write_npz(path, rolls):
+    """The shipped format: per split, the frames bit-packed (88 keys in 11 bytes) and the piece lengths."""
+    arrays = {}
+    for split, rs in rolls.items():
+        arrays[f"{split}_frames"] = np.packbits(np.concatenate(rs), axis=1)
+        arrays[f"{split}_lengths"] = np.array([len(r) for r in rs])
+    np.savez(path, **arrays)
+    return path
+
+
+def test_read_npz_round_trips_the_rolls(tmp_path):
+    rolls = {"train": sticky_rolls(3, 9, 0), "valid": sticky_rolls(1, 4, 1), "test": sticky_rolls(2, 5, 2)}
+    path = write_npz(tmp_path / "set.npz", rolls)
+    got = bm.read_npz(path)
+    for split in bm.SPLITS:
+        assert len(got[split]) == len(rolls[split])
+        for a, b in zip(got[split], rolls[split]):
+            np.testing.assert_array_equal(a, b)
+    assert bm.read_jsb(path)["test"] == [bm.roll_to_piece(r) for r in rolls["test"]]  # the reader picks by suffix
+    np.testing.assert_array_equal(bm.load_jsb(path)["valid"][0], rolls["valid"][0])
+
+
+def test_read_npz_errors_name_the_file_and_split(tmp_path):
+    rolls = {"train": sticky_rolls(2, 4, 0), "valid": sticky_rolls(1, 4, 1), "test": sticky_rolls(1, 4, 2)}
+    path = write_npz(tmp_path / "a.npz", {"train": rolls["train"], "valid": rolls["valid"]})
+    with pytest.raises(bm.JSBError, match="test_frames") as info:
+        bm.read_npz(path)
+    assert info.value.key == "test" and str(path) in str(info.value)
+    path = write_npz(tmp_path / "b.npz", rolls)
+    arrays = dict(np.load(path))
+    np.savez(path, **dict(arrays, valid_lengths=np.array([3])))  # the lengths do not add up to the frames
+    with pytest.raises(bm.JSBError, match="summing to the frames") as info:
+        bm.read_npz(path)
+    assert info.value.key == "valid"
+    np.save(tmp_path / "c.npy", np.zeros(3))
+    with pytest.raises(bm.JSBError, match="not an .npz"):
+        bm.read_npz(tmp_path / "c.npy")
+    with pytest.raises(bm.JSBError, match="no such file"):
+        bm.read_npz(tmp_path / "d.npz")
+
+
+# ---------------------------------------------------------------- rolls and the training data
+
+
+def test_roll_round_trip_and_layout():
+    piece = SMALL["train"][0]
+    roll = bm.piece_to_roll(piece)
+    assert roll.shape == (3, bm.N_KEYS) and roll.dtype == np.uint8
+    assert roll[0, 60 - bm.LOWEST] == 1 and roll[2].sum() == 0
+    assert bm.roll_to_piece(roll) == piece
+    # flat sequence: frame-major, keys ascending; the encoding names the keys
+    assert roll.reshape(-1)[bm.N_KEYS + 62 - bm.LOWEST] == 1
+    assert bm.ENCODING.pitches[0] == bm.LOWEST and bm.ENCODING.highest == bm.LOWEST + bm.N_KEYS - 1
+    assert bm.ENCODING.n_keys == bm.N_KEYS
+
+
+def test_dataset_trains_on_train_validates_on_valid_and_never_sees_test():
+    rolls = {s: [bm.piece_to_roll(p) for p in SMALL[s]] for s in bm.SPLITS}
+    rolls["train"].append(bm.piece_to_roll([[105], [22]]))  # room for 3 up, 1 down
+    ds = bm.dataset(rolls, transpose=(-2, 3))
+    names = [p[0] for p in ds.train.pieces]
+    assert names == ["train/000", "train/000@t-2", "train/000@t+3", "train/001", "train/001@t-2",
+                     "train/001@t+3", "train/002", "train/002@t+3"]  # train/002 cannot go 2 down
+    assert bm.roll_to_piece(ds.train.roll("train/002@t+3")) == [[108], [25]]
+    np.testing.assert_array_equal(ds.train.roll("train/001"), rolls["train"][1])
+    assert [p[0] for p in ds.val.pieces] == ["valid/000"]
+    np.testing.assert_array_equal(ds.val.roll(0), rolls["valid"][0])
+    assert ds.encoding == bm.ENCODING
+    test_seq = rolls["test"][0].reshape(-1)
+    for seq in (ds.train.sequence, ds.val.sequence):
+        assert not any(np.array_equal(seq[i:i + test_seq.size], test_seq) for i in range(seq.size - test_seq.size + 1))
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def test_frame_nll_by_hand():
+    roll = np.zeros((2, bm.N_KEYS), np.uint8)
+    roll[1, 5] = 1
+    probs = np.full((2, bm.N_KEYS), 0.1)
+    nll = bm.frame_nll(roll, probs)
+    assert nll[0] == pytest.approx(-bm.N_KEYS * math.log(0.9))
+    assert nll[1] == pytest.approx(-(bm.N_KEYS - 1) * math.log(0.9) - math.log(0.1))
+    with pytest.raises(ValueError, match="shape"):
+        bm.frame_nll(roll, probs[:1])
+
+
+def test_evaluate_first_frame_conventions():
+    rolls = [bm.piece_to_roll(p) for p in SMALL["train"]]
+    rates = np.full(bm.N_KEYS, 0.25)
+    ev = bm.evaluate(bm.marginal_predictor(rates), rolls)
+    costs = [bm.frame_nll(r, np.broadcast_to(rates, r.shape)) for r in rolls]
+    assert ev["frames"] == 5 and ev["scored_frames"] == 3 and ev["pieces"] == 2
+    assert ev["nll"] == pytest.approx(sum(c[1:].sum() for c in costs) / 3)
+    assert ev["nll_all_frames"] == pytest.approx(sum(c.sum() for c in costs) / 5)
+    assert ev["nll_per_state"] == pytest.approx(ev["nll_all_frames"] / bm.N_KEYS)
+    assert ev["per_piece"] == pytest.approx([c[1:].mean() for c in costs])
+
+
+def test_baselines_are_fitted_on_train_and_scored_on_the_split():
+    rolls = {"train": sticky_rolls(6, 40, 0), "valid": sticky_rolls(2, 30, 1), "test": sticky_rolls(3, 30, 2)}
+    b = bm.baselines(rolls, "test")
+    train = np.concatenate(rolls["train"]).astype(float)
+    rates = np.clip(train.mean(0), 1e-7, 1 - 1e-7)
+    total = sum(bm.frame_nll(r, np.broadcast_to(rates, r.shape)).sum() for r in rolls["test"])
+    assert b["per-key marginal"]["nll_all_frames"] == pytest.approx(total / sum(len(r) for r in rolls["test"]))
+    # the Markov rates by counting: p(down | down before), p(down | up before), each piece from silence
+    prev = np.concatenate([np.vstack([np.zeros((1, bm.N_KEYS)), r[:-1]]) for r in rolls["train"]])
+    p_on, p_off = bm.markov_rates(rolls["train"])
+    seen = prev.sum(0) > 0
+    np.testing.assert_allclose(p_on[seen], np.clip((prev * train).sum(0)[seen] / prev.sum(0)[seen], 1e-7, 1 - 1e-7))
+    np.testing.assert_allclose(p_off, np.clip(((1 - prev) * train).sum(0) / (1 - prev).sum(0), 1e-7, 1 - 1e-7))
+    assert b["per-key first-order Markov"] == bm.evaluate(bm.markov_predictor(p_on, p_off), rolls["test"])
+    # on sticky music the Markov baseline knows more than the marginal one
+    assert b["per-key first-order Markov"]["nll"] < b["per-key marginal"]["nll"]
+
+
+def markov_conv_model(p_on, p_off):
+    """A pianolab model whose output is p_on if the key one frame (88 states) back is down, else
+    p_off: layers pass one channel through ELU (identity on 0/1), choosing the newer tap at
+    dilations 8 and 32 and the older one elsewhere."""
+    from pianolab.model import build_model, logit
+
+    model = build_model([[1, 0, 0, 0, 0, 0, 0]])  # dilations 1..64, RF 128
+    rf = 128
+    # output j sees inputs j .. j+127; the state 88 before the target is input j + 127 - 87 = j + 40
+    newer = {8, 32}
+    assert sum(newer) == rf - bm.N_KEYS
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            kernel = np.zeros((2, 1, 1), np.float32)
+            kernel[1 if layer.dilation_rate[0] in newer else 0, 0, 0] = 1.0
+            layer.set_weights([kernel, np.zeros(1, np.float32)])
+    model.get_layer("output").set_weights([np.full((1, 1, 1), logit(p_on) - logit(p_off), np.float32),
+                                           np.full(1, logit(p_off), np.float32)])
+    return model
+
+
+def test_keras_evaluation_is_aligned_with_the_frames():
+    rng = np.random.default_rng(0)
+    rolls = [(rng.random((n, bm.N_KEYS)) < 0.05).astype(np.uint8) for n in (3, 7)]
+    rolls[0][0, 10] = rolls[0][1, 10] = 1
+    model = markov_conv_model(0.8, 0.05)
+    got = bm.evaluate(model, rolls)
+    want = bm.evaluate(bm.markov_predictor(0.8, 0.05), rolls)
+    assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)
+    assert got["nll_all_frames"] == pytest.approx(want["nll_all_frames"], rel=1e-5)
+    # chunked evaluation gives the same probabilities
+    np.testing.assert_allclose(bm.model_probabilities(model, rolls[1]),
+                               bm.model_probabilities(model, rolls[1], max_states=100), rtol=1e-6)
+
+
+def test_model_probabilities_do_not_leak_the_state_they_predict():
+    """Flipping key state i changes no probability at or before i: no model sees what it predicts."""
+    from pianolab.model import build_model
+
+    model = build_model("tiny", seed=1)
+    rng = np.random.default_rng(1)
+    roll = (rng.random((4, bm.N_KEYS)) < 0.2).astype(np.uint8)
+    base = bm.model_probabilities(model, roll).reshape(-1)
+    changed = roll.copy()
+    changed[2, 40] ^= 1
+    moved = bm.model_probabilities(model, changed).reshape(-1)
+    i = 2 * bm.N_KEYS + 40
+    np.testing.assert_array_equal(moved[:i + 1], base[:i + 1])
+    assert not np.allclose(moved[i + 1:], base[i + 1:])
+
+
+# ---------------------------------------------------------------- training with the one trainer
+
+
+def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
+    from pianolab.cli import main
+    from pianolab.config import RunConfig
+    from pianolab.runs import load_run
+    from pianolab.train import open_dataset
+
+    rolls = {"train": sticky_rolls(4, 12, 3), "valid": sticky_rolls(2, 8, 4), "test": sticky_rolls(2, 8, 5)}
+    path = write_json(tmp_path, {s: [bm.roll_to_piece(r) for r in rs] for s, rs in rolls.items()})
+    monkeypatch.setenv("PIANOLAB_JSB", str(path))
+    cfg = RunConfig(data={"benchmark": "jsb", "transpose": [-1, 1]},
+                    model={"filter_increments": [[2, 2, 1, 1, 1, 1, 1, 1]]},
+                    training={"n_targets": 2 * bm.N_KEYS, "batch_start": 2, "batch_end": 2, "steps": 4,
+                              "checkpoint_every": 2, "validate_every": 2, "log_every": 1, "lr": 1e-2},
+                    validation={"n_windows": None})
+    cfg.to_json(tmp_path / "cfg.json")
+    assert main(["train", str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"), "--quiet"]) == 0
+    assert "step 4" in capsys.readouterr().out
+    config, model = load_run(tmp_path / "run")
+    assert config == cfg
+    ev = bm.evaluate(model, rolls["test"])
+    assert math.isfinite(ev["nll"]) and ev["frames"] == 16
+    # the trainer's dataset needs the benchmark's reader: open_dataset says so and names the key
+    with pytest.raises(ConfigError) as err:
+        open_dataset(cfg)
+    assert err.value.key == "data.benchmark"
