@@ -1,4 +1,5 @@
-"""Command line for long runs: ``python -m pianolab data | train | generate`` (chapter 04_training).
+"""Command line for long runs: ``python -m pianolab data | train | generate | import-pianonet``
+(chapter 04_training).
 
 Every bad argument or config ends in one line naming the flag or key and what was expected, and
 exit status 2.
@@ -7,7 +8,8 @@ exit status 2.
 import argparse
 import sys
 
-from .errors import PianolabError
+from .encoding import DEFAULT_ENCODING
+from .errors import ConfigError, PianolabError
 
 
 def _cmd_data(args):
@@ -28,13 +30,29 @@ def _cmd_generate(args):
     return generate.cli_generate(args)
 
 
+def _cmd_import_pianonet(args):
+    from . import pianonet
+    from .encoding import Encoding
+    from .model import model_receptive_field
+
+    try:
+        encoding = Encoding(args.steps_per_second, args.lowest, args.keys)
+    except ValueError as exc:
+        raise ConfigError("--keys/--lowest/--steps-per-second", str(exc)) from None
+    model = pianonet.convert(args.src, args.out, encoding)
+    print(f"{args.out}: {model.count_params():,} parameters, receptive field "
+          f"{model_receptive_field(model):,} key states, {encoding}")
+    return 0
+
+
 def build_parser():
     """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
     parser = argparse.ArgumentParser(
         prog="pianolab",
         description="Piano-music generation with dilated convolutions (the pianolab book's CLI).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{data,train,generate}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{data,train,generate,import-pianonet}")
 
     p = sub.add_parser("data", help="build the default corpus and/or a dataset")
     p.add_argument("--corpus", default=None,
@@ -69,6 +87,16 @@ def build_parser():
     p.add_argument("--no-audio", action="store_true", help="write .mid only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)
+
+    enc = DEFAULT_ENCODING
+    p = sub.add_parser("import-pianonet", help="convert a PianoNet SavedModel folder to a pianolab model")
+    p.add_argument("src", help="PianoNet's SavedModel folder (saved_model.pb and variables/)")
+    p.add_argument("--out", required=True, help="model folder to write (e.g. data/models/NAME)")
+    p.add_argument("--keys", type=int, default=enc.n_keys, help="keys of the model's encoding")
+    p.add_argument("--lowest", type=int, default=enc.lowest, help="MIDI pitch of the lowest key")
+    p.add_argument("--steps-per-second", type=float, default=enc.steps_per_second,
+                   help="time steps per second")
+    p.set_defaults(func=_cmd_import_pianonet)
     return parser
 
 

@@ -84,8 +84,7 @@ def plan(layers, src="model"):
     (chapter 09_pianonet_models)."""
     if not layers or layers[0]["type"] != "InputLayer":
         raise _refuse(src, layers[0] if layers else None, "comes first; expected an InputLayer")
-    shape = layers[0]["config"].get("batch_input_shape")
-    shape = shape.get("items") if isinstance(shape, dict) else shape
+    shape = _items(layers[0]["config"].get("batch_input_shape") or ())
     if not shape or shape[-1] != 1:
         raise _refuse(src, layers[0], f"takes inputs of shape {shape}; expected (batch, length, 1)")
     convs = []  # [layer, activation]
@@ -101,7 +100,7 @@ def plan(layers, src="model"):
             raise _refuse(src, layer, f"is not a Conv1D{follows}")
         if "weights" not in layer:
             raise _refuse(src, layer, "has no weights in variables/")
-        found = {"strides": tuple(c["strides"]["items"]) if isinstance(c["strides"], dict) else tuple(c["strides"]),
+        found = {"strides": _items(c["strides"]),
                  "padding": c["padding"], "data_format": c.get("data_format", "channels_last"),
                  "groups": c.get("groups", 1), "use_bias": c["use_bias"]}
         wanted = {"strides": (1,), "padding": "valid", "data_format": "channels_last", "groups": 1,
@@ -115,7 +114,7 @@ def plan(layers, src="model"):
     increments, filters, prev_d = [], 0, None
     for layer, act in convs[:-1]:
         c = layer["config"]
-        k, d = _item(c["kernel_size"]), _item(c["dilation_rate"])
+        k, d = _items(c["kernel_size"])[0], _items(c["dilation_rate"])[0]
         if k != 2:
             raise _refuse(src, layer, f"has kernel size {k} (expected 2)")
         if not (d == 1 or (prev_d is not None and d == 2 * prev_d)):
@@ -131,13 +130,14 @@ def plan(layers, src="model"):
         increments[-1].append(c["filters"] - filters)
         filters, prev_d = c["filters"], d
     out, act = convs[-1]
-    if _item(out["config"]["kernel_size"]) != 1 or out["config"]["filters"] != 1 or act != "sigmoid":
+    if _items(out["config"]["kernel_size"]) != (1,) or out["config"]["filters"] != 1 or act != "sigmoid":
         raise _refuse(src, out, "is last; expected a 1x1 Conv1D with one filter and a sigmoid")
     return increments, convs[0][1], [layer for layer, _ in convs]
 
 
-def _item(v):
-    return int((v["items"] if isinstance(v, dict) else v)[0])
+def _items(v):
+    """A Keras 2 tuple (``{"class_name": "__tuple__", "items": [...]}``) or a list, as a tuple."""
+    return tuple(v["items"] if isinstance(v, dict) else v)
 
 
 def to_model(src, name=None):
@@ -167,5 +167,5 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
                         "activation": model.layers[1].activation.__name__}}
     out.mkdir(parents=True, exist_ok=True)
     _io.save_model(model, out / "model.keras")
-    _io.write_bytes(out / "config.json", json.dumps(config, indent=1) + "\n")
+    _io.write_bytes(out / "config.json", json.dumps(config, indent=2) + "\n")
     return model

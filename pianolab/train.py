@@ -726,6 +726,18 @@ def _run_dir(run_dir):
     return run_dir
 
 
+def encoding_of(run_dir):
+    """The :class:`~pianolab.encoding.Encoding` a run (or shipped model, or a ``.keras`` file in a run
+    directory) was trained with: ``data.encoding`` of its ``config.json``, the default encoding when
+    that is null or there is no config (chapter 09_pianonet_models)."""
+    run_dir = _run_dir(run_dir)
+    path = (run_dir if run_dir.is_dir() else run_dir.parent) / "config.json"
+    if not path.is_file():
+        return DEFAULT_ENCODING
+    encoding = RunConfig.from_json(path).data.encoding
+    return DEFAULT_ENCODING if encoding is None else Encoding.from_dict(encoding)
+
+
 def load_run(run_dir, which="latest"):
     """``(config, model)`` of a run directory (chapter 04_training)."""
     run_dir = _run_dir(run_dir)
