@@ -128,7 +128,7 @@ def test_shipped_folders_carry_encoding_license_and_records(name):
     assert rivals and all(c["nats_per_step"] > 2 * first["nats_per_step"] for c in rivals)
     shifted = [c for c in evidence["candidates"] if c["n_keys"] == enc.n_keys]
     assert len(shifted) >= 3
-    assert all(abs(c["loss_per_state"] / first["loss_per_state"] - 1) < 1e-6 for c in shifted)
+    assert all(abs(c["loss_per_state"] / first["loss_per_state"] - 1) < 1e-4 for c in shifted)
     assert evidence["n_keys"] == enc.n_keys and evidence["lowest"] == enc.lowest
     assert summary["heldout_loss"] == evidence["candidates"][0]["loss_per_state"]
     assert f"{summary['heldout_loss']:.5f} nats per key state" in readme
