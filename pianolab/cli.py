@@ -1,16 +1,17 @@
-"""The command line for long runs: ``python -m pianolab data | train | generate`` (chapter 04_training).
+"""The command line: ``python -m pianolab data | train | generate | import-pianonet`` (chapter 04_training).
 
 Every command body lives here, on top of the stages. Flags are checked by argparse at the boundary;
 a bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
 """
 
 import argparse
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, PianolabError
+from .errors import ConfigError, MidiError, PianolabError
 
 
 def _number(kind, lo, hi=math.inf, strict=True):
@@ -80,6 +81,77 @@ def cmd_train(args):
     return 0
 
 
+def _seed(text):
+    """An argparse type for ``--seed``: 'silence', 'corpus:NAME' or an existing MIDI file."""
+    if text.strip().lower() in ("silence", "none") or text.startswith("corpus:") or Path(text).expanduser().is_file():
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'silence', 'corpus:NAME' or an existing MIDI file, got {text!r}")
+
+
+def _write_performances(rolls, out, encoding, audio, settings):
+    """Each roll as ``performance_KK.mid`` (and ``.wav``), then ``settings`` as ``performance.json``."""
+    from . import _io
+    from . import audio as audio_stage
+    from .encoding import write_midi
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, roll in enumerate(rolls):
+        paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))
+        if audio:
+            paths.append(audio_stage.write_wav(roll, out / f"performance_{k:02d}.wav", encoding=encoding))
+    paths.append(_io.write_bytes(out / "performance.json", json.dumps(settings, indent=2, sort_keys=True) + "\n"))
+    return paths
+
+
+def cmd_generate(args):
+    """Generate ``--streams`` performances with Fast-WaveNet; write ``performance_KK.mid`` (and
+    ``.wav``) and the settings as ``performance.json`` in ``--out``."""
+    from .generate import EDGE_THRESHOLDS, FastSampler, generate
+    from .runs import encoding_of, load_model
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} exists and is not a folder")
+    try:
+        model, encoding = load_model(args.model), encoding_of(args.model)
+        sampler = FastSampler(model, n_keys=encoding.n_keys)
+    except ConfigError as exc:
+        raise ConfigError("MODEL", exc.reason) from exc
+    except Exception as exc:  # a damaged or foreign .keras file, a model of another layout
+        raise ConfigError("MODEL", f"cannot generate with {args.model!r}: {exc}") from exc
+    edge = not args.no_edge_aversion
+    try:
+        rolls = generate(model, args.seconds, args.seed, args.streams, args.temperature, edge, args.random_seed,
+                         not args.quiet, encoding=encoding, seed_seconds=args.seed_seconds, sampler=sampler)
+    except (ConfigError, MidiError) as exc:  # a corpus piece not found, a seed file that is not MIDI
+        raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
+    settings = {"model": str(args.model), "seconds": args.seconds, "seed": args.seed, "seed_seconds": args.seed_seconds,
+                "streams": args.streams, "temperature": args.temperature, "random_seed": args.random_seed,
+                "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
+                "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
+    for path in _write_performances(rolls, out, encoding, not args.no_audio, settings):
+        if not args.quiet:
+            print(path)
+    return 0
+
+
+def cmd_import_pianonet(args):
+    """Convert one of PianoNet's SavedModel folders into a pianolab model folder."""
+    from . import pianonet
+    from .encoding import Encoding
+    from .model import model_receptive_field
+
+    try:
+        encoding = Encoding(args.steps_per_second, args.lowest, args.keys)
+    except ValueError as exc:
+        raise ConfigError("--keys/--lowest/--steps-per-second", str(exc)) from None
+    model = pianonet.convert(args.src, args.out, encoding)
+    print(f"{args.out}: {model.count_params():,} parameters, receptive field "
+          f"{model_receptive_field(model):,} key states, {encoding}")
+    return 0
+
+
 def build_parser():
     """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
     parser = argparse.ArgumentParser(prog="pianolab", description="Piano-music generation with dilated "
@@ -100,6 +172,34 @@ def build_parser():
     p.add_argument("--steps", type=_number(int, 0, strict=False), help="train until this many steps in all")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate performances from a trained model")
+    p.add_argument("model", help="run directory, .keras file, or the name of a shipped model")
+    p.add_argument("--seconds", type=_number(float, 0, 3600), default=30.0,
+                   help="length of each performance in seconds (> 0, at most 3600)")
+    p.add_argument("--seed", type=_seed, default="silence",
+                   help="MIDI file, 'corpus:NAME' (a piece of the default corpus) or 'silence'")
+    p.add_argument("--seed-seconds", type=_number(float, 0),
+                   help="use only the first this many seconds of the seed (> 0; default: all of it)")
+    p.add_argument("--streams", type=_number(int, 1, 1024, strict=False), default=1,
+                   help="performances generated together (1 to 1024)")
+    p.add_argument("--out", required=True, help="output folder for .mid and .wav files")
+    p.add_argument("--temperature", type=_number(float, 0), default=1.0,
+                   help="> 0: below 1 bolder, above 1 more random")
+    p.add_argument("--no-edge-aversion", action="store_true", help="switch off PianoNet's edge-aversion thresholds")
+    p.add_argument("--random-seed", type=_number(int, 0, strict=False), default=0,
+                   help="a whole number >= 0; the same seed gives the same performance")
+    p.add_argument("--no-audio", action="store_true", help="write .mid only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no list of written files")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import-pianonet", help="convert a PianoNet SavedModel folder to a pianolab model")
+    p.add_argument("src", help="PianoNet's SavedModel folder (saved_model.pb and variables/)")
+    p.add_argument("--out", required=True, help="model folder to write (e.g. data/models/NAME)")
+    p.add_argument("--keys", type=_number(int, 1, 128, strict=False), default=72, help="keys of the model's encoding")
+    p.add_argument("--lowest", type=_number(int, 0, 127, strict=False), default=31, help="MIDI pitch of the lowest key")
+    p.add_argument("--steps-per-second", type=_number(float, 0), default=48.0, help="time steps per second")
+    p.set_defaults(func=cmd_import_pianonet)
     return parser
 
 

@@ -1023,15 +1023,18 @@ def cli_generate(args):
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{str(out)!r} exists and is not a folder")
+    from .train import encoding_of
+
+    encoding = encoding_of(Path(str(args.model)).expanduser())
     try:
-        seed_roll = load_seed(args.seed, DEFAULT_ENCODING, seed_seconds)
+        seed_roll = load_seed(args.seed, encoding, seed_seconds)
     except MidiError as exc:
         raise ConfigError("--seed", str(exc)) from exc
     except ConfigError as exc:
         raise ConfigError("--seed", exc.reason) from exc
     model = load_generation_model(args.model)
     try:
-        sampler = FastSampler(model)
+        sampler = FastSampler(model, n_keys=encoding.n_keys)
     except ValueError as exc:
         if isinstance(exc, PianolabError):
             raise
@@ -1039,12 +1042,14 @@ def cli_generate(args):
     edge = not getattr(args, "no_edge_aversion", False)
     quiet = getattr(args, "quiet", False)
     rolls = generate(model, seconds=seconds, seed=seed_roll, streams=streams, temperature=temperature,
-                     edge_aversion=edge, random_seed=random_seed, progress=not quiet, sampler=sampler)
+                     edge_aversion=edge, random_seed=random_seed, progress=not quiet, sampler=sampler,
+                     encoding=encoding)
     settings = {"model": str(args.model), "seconds": seconds, "seed": str(args.seed),
                 "seed_seconds": seed_seconds, "streams": streams, "temperature": temperature,
                 "edge_aversion": list(EDGE_THRESHOLDS) if edge else None, "random_seed": random_seed,
-                "receptive_field": sampler.receptive_field, "encoding": DEFAULT_ENCODING.to_dict()}
-    paths = write_performances(rolls, out, audio=not getattr(args, "no_audio", False), settings=settings)
+                "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
+    paths = write_performances(rolls, out, encoding=encoding, audio=not getattr(args, "no_audio", False),
+                               settings=settings)
     if not quiet:
         for p in paths:
             print(p)
