@@ -314,3 +314,37 @@ def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp
     assert got["pieces"] == [len(data.split(s)) for s in jsb.SPLITS]
     _, model = jsb.load_run(settings.models_dir() / "jsb")
     assert got["nll"] == pytest.approx(jsb.evaluate(model, data.test[:1])["nll"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- the package's shape
+
+STAGES = ["errors", "_io", "settings", "encoding", "corpus", "data", "windows", "model", "config", "runs", "train",
+          "benchmark", "pianonet", "_kernel", "generate", "audio", "plots", "metrics", "panel", "cli", "__main__"]
+
+
+def _pianolab_imports(path):
+    """The pianolab modules a module imports, at the top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pianolab."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_data_flows_one_way_through_the_stages():
+    """No module imports a later stage, not even lazily inside a function: no import cycles."""
+    modules = sorted(p.stem for p in (ROOT / "pianolab").glob("*.py") if p.stem != "__init__")
+    assert sorted(STAGES) == modules, "a module is missing from STAGES (say where it sits in the pipeline)"
+    upward = [f"{m} imports {i}" for m in STAGES for i in _pianolab_imports(ROOT / "pianolab" / f"{m}.py")
+              if i in STAGES and STAGES.index(i) >= STAGES.index(m)]
+    assert not upward, upward
+
+
+def test_modules_stay_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "pianolab").glob("*.py")}
+    assert max(sizes.values()) <= 400, sizes
+    assert sizes["_kernel.py"] <= 300
