@@ -7,7 +7,8 @@ STAMP := $(VENV)/.pianolab-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: all setup system-deps corpus test test-unit test-notebooks test-browser book benchmarks clean
+.PHONY: all setup system-deps corpus test test-unit test-notebooks test-browser book lab installer-cells \
+	benchmarks clean
 
 all: test
 
@@ -37,27 +38,40 @@ corpus: setup
 
 JB := $(VENV)/bin/jupyter-book build . --all --path-output . -W --keep-going
 NBVAL := $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+# Where nbval leaves the chapters it executed, with their outputs (book/conftest.py).
+EXECUTED := _build/executed
+
+test: test-unit test-notebooks test-browser
 
 test-unit: corpus
 	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
 
+# Every chapter executed once, in quick mode.
 test-notebooks: corpus
-	PIANOLAB_QUICK=1 $(NBVAL) book -q
+	rm -rf $(EXECUTED)
+	PIANOLAB_QUICK=1 $(NBVAL) book -q --executed-into $(EXECUTED)
 
-# The book as CI builds it (quick chapters), then opened in headless Chromium.
-test-browser: corpus
-	PIANOLAB_QUICK=1 $(JB)
-	$(PY) -m pytest tests/test_browser.py -q
-
-test: corpus
-	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
-	PIANOLAB_QUICK=1 $(NBVAL) book -q
-	PIANOLAB_QUICK=1 $(JB)
+# The quick book rendered from those notebooks (nothing is executed again; book/_ext explains),
+# then every page opened in headless Chromium.
+test-browser: test-notebooks
+	PIANOLAB_EXECUTED=$(EXECUTED) $(JB)
 	$(PY) -m pytest tests/test_browser.py -q
 
 # The full book: every chapter executed in full (shipped models make that fit in minutes).
 book: corpus
 	$(JB)
+
+# JupyterLab (the `lab` extra) on the chapters, after the same set-up as the other targets.
+$(VENV)/.pianolab-lab: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,book,lab]'
+	@touch $@
+
+lab: corpus $(VENV)/.pianolab-lab
+	$(VENV)/bin/jupyter lab book/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# After changing `repository` in _config.yml: write it into every chapter's installer cell.
+installer-cells: setup
+	$(PY) book/_ext/installer_cell.py
 
 benchmarks: corpus
 	$(PY) benchmarks/train_throughput.py

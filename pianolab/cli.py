@@ -1,4 +1,4 @@
-"""The command line for long runs: ``python -m pianolab data | train | generate`` (chapter 04_training).
+"""The command line: ``python -m pianolab data | train | generate | import-pianonet`` (chapter 04_training).
 
 Every command body lives here, on top of the stages. Flags are checked by argparse at the boundary;
 a bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
@@ -136,6 +136,22 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_import_pianonet(args):
+    """Convert one of PianoNet's SavedModel folders into a pianolab model folder."""
+    from . import pianonet
+    from .encoding import Encoding
+    from .model import model_receptive_field
+
+    try:
+        encoding = Encoding(args.steps_per_second, args.lowest, args.keys)
+    except ValueError as exc:
+        raise ConfigError("--keys/--lowest/--steps-per-second", str(exc)) from None
+    model = pianonet.convert(args.src, args.out, encoding)
+    print(f"{args.out}: {model.count_params():,} parameters, receptive field "
+          f"{model_receptive_field(model):,} key states, {encoding}")
+    return 0
+
+
 def build_parser():
     """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
     parser = argparse.ArgumentParser(prog="pianolab", description="Piano-music generation with dilated "
@@ -176,6 +192,14 @@ def build_parser():
     p.add_argument("--no-audio", action="store_true", help="write .mid only")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no list of written files")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import-pianonet", help="convert a PianoNet SavedModel folder to a pianolab model")
+    p.add_argument("src", help="PianoNet's SavedModel folder (saved_model.pb and variables/)")
+    p.add_argument("--out", required=True, help="model folder to write (e.g. data/models/NAME)")
+    p.add_argument("--keys", type=_number(int, 1, 128, strict=False), default=72, help="keys of the model's encoding")
+    p.add_argument("--lowest", type=_number(int, 0, 127, strict=False), default=31, help="MIDI pitch of the lowest key")
+    p.add_argument("--steps-per-second", type=_number(float, 0), default=48.0, help="time steps per second")
+    p.set_defaults(func=cmd_import_pianonet)
     return parser
 
 

@@ -101,6 +101,29 @@ def test_every_page_loads_without_console_errors(server, browser):
     assert seen >= 2
 
 
+def test_every_chapter_page_carries_the_outputs_of_its_cells(server):
+    """The built chapters show what their cells printed and drew (make test renders the notebooks
+    nbval executed, make book executes them): a page built from the stored, output-free
+    notebooks would have none."""
+    for page in _toc_pages():
+        nb = ROOT / f"{page}.ipynb"
+        if nb.exists():
+            html = (HTML / f"{page}.html").read_text()
+            assert html.count('class="cell_output') >= 3, f"{page}.html shows (almost) no cell outputs"
+
+
+def test_launch_buttons_open_the_repository_of_config(server):
+    """The Colab button of a chapter points at the notebook in the repository of _config.yml,
+    the same one the chapter's installer cell installs from (tests/test_packaging.py)."""
+    yaml = pytest.importorskip("yaml")
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    slug = repo["url"].rstrip("/").removeprefix("https://github.com/")
+    page = next(p for p in _toc_pages() if (ROOT / f"{p}.ipynb").exists())
+    html = (HTML / f"{page}.html").read_text()
+    colab = f"https://colab.research.google.com/github/{slug}/blob/{repo.get('branch', 'main')}/{page}.ipynb"
+    assert colab in html, f"{page}.html has no launch button to {colab}"
+
+
 DECODE_AUDIO = """
 const done = arguments[arguments.length - 1];
 const ctx = new OfflineAudioContext(1, 1, 22050);

@@ -2,6 +2,7 @@
 table of contents, conda and pip in step, and every public function pointing at its chapter."""
 
 import importlib
+import importlib.util
 import inspect
 import json
 import pkgutil
@@ -88,6 +89,18 @@ def test_readme_opens_with_the_two_commands():
     assert re.search(r"^book:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
 
 
+def test_make_lab_opens_the_chapters_in_jupyterlab_from_the_lab_extra():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "jupyterlab" in {_split_requirement(r)[0] for r in extras["lab"]}
+    makefile = (ROOT / "Makefile").read_text()
+    rule = re.search(r"^lab:(.*)\n((?:\t.*\n)+)", makefile, re.M)
+    assert rule and "corpus" in rule.group(1) and "jupyter lab book/" in rule.group(2)
+    assert re.search(r"pip install .*\[[^]]*lab[^]]*\]", makefile), "no rule installs the lab extra"
+    for doc in ("README.md", "book/intro.md"):
+        text = (ROOT / doc).read_text()
+        assert "make lab" in text and "pip install jupyterlab" not in text, doc
+
+
 def _notebooks():
     return sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -142,7 +155,8 @@ def test_every_toc_entry_exists_and_every_notebook_is_listed():
 
 def test_toc_chapters_are_numbered_in_order():
     chapters = [Path(e).name for e in _toc_files()[1:]]
-    numbers = [int(c[:2]) for c in chapters]
+    # Each number once; the order may differ (09_pianonet_models sits right after 06_shallow_vs_deep).
+    numbers = sorted(int(c[:2]) for c in chapters)
     assert numbers == list(range(1, len(chapters) + 1)), chapters
     assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", c) for c in chapters), chapters
 
@@ -179,3 +193,158 @@ def test_every_public_function_names_its_chapter():
         "public functions/classes whose docstring names no chapter (write e.g. "
         "'(chapter 05_fast_wavenet)'): " + ", ".join(without)
     )
+
+
+def _installer_cell():
+    spec = importlib.util.spec_from_file_location("installer_cell", ROOT / "book" / "_ext" / "installer_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_chapter_opens_with_the_installer_for_the_configured_repository():
+    """The repository URL is set once, in _config.yml; each chapter's first code cell (hidden in the
+    book) installs pianolab from it where the kernel lacks pianolab (Colab, a bare Jupyter)."""
+    installer = _installer_cell()
+    url, branch = installer.repository()
+    expected = installer.source()
+    assert f"pianolab @ git+{url}@{branch}" in expected
+    wrong = []
+    for nb_path in _notebooks():
+        first = next(c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code")
+        if "".join(first["source"]) != expected or "remove-cell" not in first["metadata"].get("tags", []):
+            wrong.append(nb_path.name)
+    assert not wrong, f"installer cell out of step with _config.yml in {wrong}: run `make installer-cells`"
+    prose = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "environment.yml", *ROOT.glob("book/*.md"),
+             *ROOT.glob("pianolab/*.py")]
+    elsewhere = [p.relative_to(ROOT).as_posix() for p in prose if url in p.read_text()]
+    assert not elsewhere, f"the repository URL is written out in {elsewhere}; say `repository.url in _config.yml`"
+
+
+# ---------------------------------------------------------------- the wheel, away from the checkout
+
+# Run by the wheel's pianolab in a throwaway venv, from a folder outside the repository: the
+# shipped deep model plays two seconds, the shipped JSB model scores the first test chorale.
+WHEEL_USE = """
+import json, sys
+from pathlib import Path
+import pianolab
+from pianolab import benchmark, settings
+from pianolab.generate import generate
+from pianolab.runs import load_model, load_run
+
+rolls = generate(load_model("deep"), seconds=2, progress=False, random_seed=0)
+_, model = load_run("jsb")
+data = benchmark.load("jsb")
+print(json.dumps({
+    "pianolab": pianolab.__file__, "models": str(settings.models_dir()), "jsb": str(settings.jsb_path()),
+    "roll": list(rolls[0].shape), "notes": int(rolls[0].sum()),
+    "pieces": [len(data[s]) for s in benchmark.SPLITS],
+    "nll": benchmark.evaluate(model, data["test"][:1])["nll"]}))
+"""
+
+
+def _repository_files():
+    """The files a clone holds (tracked, plus new files git does not ignore), as regular files."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the wheel is built from the files a clone holds")
+    return [p for p in out.decode().split("\0") if p and (ROOT / p).is_file() and not (ROOT / p).is_symlink()]
+
+
+@pytest.mark.slow
+def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    def run(cmd, **kw):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+        assert done.returncode == 0, f"{' '.join(cmd[:4])} ...: {done.stderr[-3000:]}"
+        return done.stdout.strip()
+
+    # 1. build the wheel from a copy of what a clone holds (as `pip install git+URL` does)
+    src = tmp_path / "src"
+    files = _repository_files()
+    for rel in files:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, src / rel)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run(pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)])
+    (wheel,) = tmp_path.glob("pianolab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {"pianolab/_data/" + f[len("data/"):] for f in files
+               if f.startswith("data/models/") or (f.startswith("data/benchmarks/") and f.endswith(".npz"))}
+    assert shipped and shipped <= names, f"missing from the wheel: {sorted(shipped - names)[:5]}"
+    assert not [n for n in names if "/corpus/" in n or "/datasets/" in n]
+    assert wheel.stat().st_size < 30e6, f"wheel of {wheel.stat().st_size / 1e6:.1f} MB"
+
+    # 2. a throwaway venv that sees the project venv's dependencies (a .pth line, which does not run
+    # the project venv's own .pth files, so an editable pianolab there stays invisible)
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    python = str(venv / "bin" / "python")
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    deps = dict.fromkeys(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    Path(site, "project_dependencies.pth").write_text("\n".join(deps) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIANOLAB_"))}
+    env.update(PIANOLAB_DATA=str(tmp_path / "data"), TF_CPP_MIN_LOG_LEVEL="2")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    found = run([python, "-c", "import importlib.util; print(importlib.util.find_spec('pianolab'))"],
+                cwd=elsewhere, env=env)
+    assert found == "None", f"the throwaway venv already sees a pianolab: {found}"
+    run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=elsewhere, env=env)
+
+    # 3. a real use, from a folder outside the repository
+    got = json.loads(run([python, "-c", WHEEL_USE], cwd=elsewhere, env=env).splitlines()[-1])
+    installed = Path(site) / "pianolab"
+    for key in ("pianolab", "models", "jsb"):
+        assert Path(got[key]).is_relative_to(installed), f"{key} came from {got[key]}, not the wheel"
+    from pianolab import jsb, settings
+
+    assert got["roll"] == [96, 72] and got["notes"] > 0  # 2 s at 48 steps/s, 72 keys
+    data = jsb.load_jsb()
+    assert got["pieces"] == [len(data.split(s)) for s in jsb.SPLITS]
+    _, model = jsb.load_run(settings.models_dir() / "jsb")
+    assert got["nll"] == pytest.approx(jsb.evaluate(model, data.test[:1])["nll"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- the package's shape
+
+STAGES = ["errors", "_io", "settings", "encoding", "corpus", "data", "windows", "model", "config", "runs", "train",
+          "benchmark", "pianonet", "_kernel", "generate", "audio", "plots", "metrics", "panel", "cli", "__main__"]
+
+
+def _pianolab_imports(path):
+    """The pianolab modules a module imports, at the top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pianolab."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_data_flows_one_way_through_the_stages():
+    """No module imports a later stage, not even lazily inside a function: no import cycles."""
+    modules = sorted(p.stem for p in (ROOT / "pianolab").glob("*.py") if p.stem != "__init__")
+    assert sorted(STAGES) == modules, "a module is missing from STAGES (say where it sits in the pipeline)"
+    upward = [f"{m} imports {i}" for m in STAGES for i in _pianolab_imports(ROOT / "pianolab" / f"{m}.py")
+              if i in STAGES and STAGES.index(i) >= STAGES.index(m)]
+    assert not upward, upward
+
+
+def test_modules_stay_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "pianolab").glob("*.py")}
+    assert max(sizes.values()) <= 400, sizes
+    assert sizes["_kernel.py"] <= 300

@@ -19,7 +19,7 @@ CORPUS_MODELS = ["deep", "shallow"]  # trained with `pianolab train` on the defa
 
 def test_the_shipped_models_fit_the_budget():
     size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
-    assert size < 20e6, f"data/models holds {size / 1e6:.1f} MB; the budget is 20 MB"
+    assert size < 22e6, f"data/models holds {size / 1e6:.1f} MB; the budget is 22 MB"
     for name in CORPUS_MODELS + ["jsb"]:
         have = {p.name for p in (MODELS / name).iterdir()}
         assert {"COMMAND.txt", "README.md", "config.json", "history.csv", "model.keras"} <= have, name

@@ -8,7 +8,17 @@ The built pages must load in a browser with no console errors and no network:
   ``const THEBE_JS_URL = ...`` is a SyntaxError in the console. Duplicates are dropped here.
 * Browsers ask for ``/favicon.ico`` on a page with no icon link; the book ships a real icon
   (``book/_extra/favicon.ico``, set in ``_config.yml``), so that request is not a 404.
+
+And one switch for ``make test``, which runs every chapter once, under nbval: with
+``PIANOLAB_EXECUTED=DIR`` the build executes nothing (MyST-NB's execution mode ``off``) and reads
+each chapter from ``DIR/NAME.ipynb``, the copy with outputs that nbval wrote there
+(``book/conftest.py``); a chapter missing from ``DIR`` stops the build.
 """
+
+import os
+from pathlib import Path
+
+from sphinx.errors import ExtensionError
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -28,6 +38,24 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
         scripts[:] = unique
 
 
+def _render_executed(app, config):
+    if os.environ.get("PIANOLAB_EXECUTED"):
+        config.nb_execution_mode = "off"
+        app.connect("source-read", _read_executed)
+
+
+def _read_executed(app, docname, source):
+    path = Path(app.env.doc2path(docname))
+    if path.suffix != ".ipynb":
+        return
+    executed = Path(os.environ["PIANOLAB_EXECUTED"]) / path.name
+    if not executed.is_file():
+        raise ExtensionError(f"{executed} is missing: run the chapters under nbval with "
+                             f"--executed-into {executed.parent} first (make test does)")
+    source[0] = executed.read_text(encoding="utf-8")
+
+
 def setup(app):
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("config-inited", _render_executed)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
