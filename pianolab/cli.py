@@ -28,7 +28,7 @@ def _number(kind, lo, hi=math.inf, strict=True):
     return parse
 
 
-def cmd_data(args):
+def _cmd_data(args):
     """Build (or check) the corpus and its dataset; print a summary."""
     from . import corpus as corpus_stage
     from . import data
@@ -58,7 +58,7 @@ def cmd_data(args):
     return 0
 
 
-def cmd_train(args):
+def _cmd_train(args):
     """Train or resume ``RUN_DIR``; a config with ``data.benchmark`` trains on that benchmark."""
     from .config import RunConfig
     from .train import train
@@ -104,7 +104,7 @@ def _write_performances(rolls, out, encoding, audio, settings):
     return paths
 
 
-def cmd_generate(args):
+def _cmd_generate(args):
     """Generate ``--streams`` performances with Fast-WaveNet; write ``performance_KK.mid`` (and
     ``.wav``) and the settings as ``performance.json`` in ``--out``."""
     from .generate import EDGE_THRESHOLDS, FastSampler, generate
@@ -136,7 +136,7 @@ def cmd_generate(args):
     return 0
 
 
-def cmd_import_pianonet(args):
+def _cmd_import_pianonet(args):
     """Convert one of PianoNet's SavedModel folders into a pianolab model folder."""
     from . import pianonet
     from .encoding import Encoding
@@ -164,14 +164,14 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
     p.add_argument("--no-dataset", action="store_true", help="only build/check the corpus MIDI files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_data)
+    p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train (or resume) the run in RUN_DIR")
     p.add_argument("run_dir", help="run directory; holds config.json, checkpoints and history")
     p.add_argument("--config", help="JSON run config to start a new run with (copied into RUN_DIR)")
     p.add_argument("--steps", type=_number(int, 0, strict=False), help="train until this many steps in all")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("generate", help="generate performances from a trained model")
     p.add_argument("model", help="run directory, .keras file, or the name of a shipped model")
@@ -191,7 +191,7 @@ def build_parser():
                    help="a whole number >= 0; the same seed gives the same performance")
     p.add_argument("--no-audio", action="store_true", help="write .mid only")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no list of written files")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("import-pianonet", help="convert a PianoNet SavedModel folder to a pianolab model")
     p.add_argument("src", help="PianoNet's SavedModel folder (saved_model.pb and variables/)")
@@ -199,7 +199,7 @@ def build_parser():
     p.add_argument("--keys", type=_number(int, 1, 128, strict=False), default=72, help="keys of the model's encoding")
     p.add_argument("--lowest", type=_number(int, 0, 127, strict=False), default=31, help="MIDI pitch of the lowest key")
     p.add_argument("--steps-per-second", type=_number(float, 0), default=48.0, help="time steps per second")
-    p.set_defaults(func=cmd_import_pianonet)
+    p.set_defaults(func=_cmd_import_pianonet)
     return parser
 
 

@@ -1,8 +1,8 @@
-"""Run configs: plain dataclasses read by ONE generic ``from_dict`` (chapter 04_training).
+"""Run configs: plain dataclasses read by ONE generic ``_from_dict`` (chapter 04_training).
 
 A run config has four sections, ``data``, ``model``, ``training`` and ``validation``. Every field
 carries its rule (a check and the words for what is allowed) in its dataclass metadata, and
-:func:`from_dict` applies them all at the boundary -- a JSON file, a dict, ``RunConfig(model=...)``
+:func:`_from_dict` applies them all at the boundary -- a JSON file, a dict, ``RunConfig(model=...)``
 -- so the stages behind it never check a setting again. An unknown key, a wrong type or a bad value
 raises :class:`~pianolab.errors.ConfigError` naming the dotted key (``training.lr``).
 
@@ -131,10 +131,10 @@ class ValidationConfig:
     seed: int = _rule(0, *_int(0))
 
 
-def from_dict(cls, d, where):
+def _from_dict(cls, d, where):
     """A validated ``cls`` (a config dataclass) from a plain dict; ``where`` prefixes error keys."""
     if isinstance(d, cls):
-        d = to_dict(d)
+        d = _to_dict(d)
     if not isinstance(d, dict):
         raise ConfigError(where, f"expected an object (dict) of settings, got {d!r}")
     known = {f.name: f for f in fields(cls)}
@@ -145,7 +145,7 @@ def from_dict(cls, d, where):
     for name, f in known.items():
         key = f"{where}.{name}".lstrip(".")
         if is_dataclass(f.type):
-            values[name] = from_dict(f.type, d.get(name, {}), key)
+            values[name] = _from_dict(f.type, d.get(name, {}), key)
             continue
         if name not in d:
             continue
@@ -158,9 +158,9 @@ def from_dict(cls, d, where):
     return cls(**values) if cls is not RunConfig else cls._checked(values)
 
 
-def to_dict(obj):
+def _to_dict(obj):
     """A config dataclass as a plain, JSON-ready dict."""
-    return {f.name: to_dict(getattr(obj, f.name)) if is_dataclass(f.type) else copy.deepcopy(getattr(obj, f.name))
+    return {f.name: _to_dict(getattr(obj, f.name)) if is_dataclass(f.type) else copy.deepcopy(getattr(obj, f.name))
             for f in fields(obj)}
 
 
@@ -169,7 +169,7 @@ class RunConfig:
     """A validated run config (chapter 04_training).
 
     ``RunConfig(model={"preset": "tiny"})``, :meth:`from_dict` or :meth:`from_json`; every key is
-    checked by :func:`from_dict`, then the rules that tie keys together.
+    checked by :func:`_from_dict`, then the rules that tie keys together.
     """
 
     data: DataConfig
@@ -199,7 +199,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d):
         """A RunConfig from a plain dict such as ``json.load`` gives."""
-        return from_dict(cls, d, "")
+        return _from_dict(cls, d, "")
 
     @classmethod
     def from_json(cls, path):
@@ -217,7 +217,7 @@ class RunConfig:
             raise ConfigError(exc.key, f"{exc.reason} (in {path})") from None
 
     def to_dict(self):
-        return to_dict(self)
+        return _to_dict(self)
 
     def to_json(self, path):
         """Write the config as JSON, atomically."""

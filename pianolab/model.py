@@ -86,7 +86,7 @@ def logit(p):
 
 def build_model(filter_increments, *, output_bias=0.0, activation="elu", name="pianolab",
                 seed=None):
-    """Build the Keras model (chapter 02_chain_rule).
+    """Build the Keras model (chapter 03_receptive_field).
 
     ``filter_increments`` is a list of blocks (or a preset name). ``output_bias`` starts the final
     sigmoid at that logit: pass ``logit(key_down_rate)`` for a calibrated start (about -3.2 for 4%

@@ -25,7 +25,7 @@ HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "val_nats_per_step", "batch
 
 
 class History:
-    """The rows of ``history.csv`` (chapter 04_training); columns as arrays (``history.val_loss``,
+    """The rows of ``history.csv`` (chapter 06_shallow_vs_deep); columns as arrays (``history.val_loss``,
     NaN where a row has no value), ``history.rows`` the raw dicts."""
 
     def __init__(self, rows=()):
@@ -187,7 +187,7 @@ def load_snapshot(run_dir, step):
 
 def encoding_of(run_dir):
     """The :class:`~pianolab.encoding.Encoding` a run or shipped model was trained with, from its
-    ``config.json`` (the default encoding when it has none) (chapter 06_shallow_vs_deep)."""
+    ``config.json`` (the default encoding when it has none) (chapter 09_pianonet_models)."""
     path = run_path(run_dir)
     path = path.parent if path.is_file() else path
     return RunConfig.from_json(path / "config.json").encoding if (path / "config.json").is_file() else Encoding()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pianolab.config import DataConfig, RunConfig, from_dict
+from pianolab.config import DataConfig, RunConfig, _from_dict
 from pianolab.encoding import Encoding
 from pianolab.errors import ConfigError
 from pianolab.model import PRESETS, receptive_field
@@ -111,10 +111,10 @@ def test_the_generic_reader_works_for_any_rule_table():
     class Section:
         count: int = _rule(3, *_int(1))
 
-    assert from_dict(Section, {}, "x").count == 3
-    assert from_dict(Section, {"count": 7}, "x").count == 7
+    assert _from_dict(Section, {}, "x").count == 3
+    assert _from_dict(Section, {"count": 7}, "x").count == 7
     with pytest.raises(ConfigError) as err:
-        from_dict(Section, {"count": 0}, "outer.x")
+        _from_dict(Section, {"count": 0}, "outer.x")
     assert err.value.key == "outer.x.count" and ">= 1" in err.value.reason
 
 
