@@ -1,11 +1,8 @@
 """Datasets: pieces encoded, split by piece, augmented, stored flat (chapter 04_training).
 
-**A dataset** (:func:`build_dataset`) encodes every piece of a corpus with
-:func:`pianolab.encoding.midi_to_roll`, splits the pieces (never their time steps) into training and
-validation with a seeded shuffle, adds tempo-stretched (and optionally transposed) clones of every
-training piece, and stores each split as ONE flat ``uint8`` array of key states (``train.npy``,
-``val.npy``, memory-mapped) plus ``index.json`` naming every piece and where it starts and stops.
-It is a cache, rebuilt only when the corpus, the parameters or the encoder change.
+:func:`build_dataset` stores each split as ONE flat ``uint8`` array of key states (``train.npy``,
+``val.npy``, memory-mapped) plus ``index.json`` naming every piece and where it starts and stops;
+it is a cache, rebuilt only when the corpus, the parameters or the encoder change.
 """
 
 import hashlib
@@ -18,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .corpus import default_corpus, midi_files, piece_name
+from . import encoding as _encoding_module
+from .corpus import _progress, _read_json, default_corpus, midi_files, piece_name
 from .encoding import DEFAULT_ENCODING, Encoding, load_midi, midi_to_roll, roll_to_sequence
 from .errors import ConfigError, MidiError
 from .settings import data_dir
@@ -27,32 +25,14 @@ from .settings import data_dir
 DATASET_VERSION = 1
 
 
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def _progress(iterable=None, *, enabled, total=None, desc=None):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="piece", disable=not enabled, file=sys.stderr)
+def _json_hash(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 @dataclass(eq=False)
 class Split:
-    """One split of a dataset (chapter 04_training).
-
-    ``sequence`` is the flat ``uint8`` key-state array (memory-mapped from ``train.npy`` /
-    ``val.npy``), ``pieces`` a list of ``(name, start, stop)`` in key states, ``encoding`` the
-    :class:`~pianolab.encoding.Encoding`. ``entries`` holds the index's full records (source piece,
-    tempo-stretch factor).
-    """
+    """One split (chapter 04_training): ``sequence`` the flat ``uint8`` key states, ``pieces`` a list of
+    ``(name, start, stop)``, ``entries`` the index's records (source piece, tempo-stretch factor)."""
 
     name: str
     sequence: np.ndarray
@@ -100,17 +80,12 @@ class Dataset:
         return self.train.key_down_rate
 
 
-def _name_seed(name):
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
-
-
 def stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
-    """The tempo-stretch factors of a training piece's clones (chapter 04_training): one factor drawn
-    uniformly in each of ``n_clones`` equal slices of the range, seeded by ``seed`` and the piece's
-    name. A factor above 1 plays slower."""
+    """Tempo-stretch factors of a training piece's clones, one drawn in each of ``n_clones`` equal slices
+    of ``stretch``, seeded by ``seed`` and the name; above 1 plays slower (chapter 04_training)."""
     lo, hi = float(stretch[0]), float(stretch[1])
-    rng = np.random.default_rng([int(seed), _name_seed(name)])
-    u = rng.random(n_clones)
+    name_seed = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    u = np.random.default_rng([int(seed), name_seed]).random(n_clones)
     return [round(lo + (hi - lo) * (c + u[c]) / n_clones, 6) for c in range(n_clones)]
 
 
@@ -131,32 +106,24 @@ def split_pieces(names, val_fraction=0.1, seed=0):
     names = sorted(names)
     n = len(names)
     order = np.random.default_rng(int(seed)).permutation(n)
-    n_val = 0
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(1, int(round(n * val_fraction))), n - 1)
-    val = sorted(names[i] for i in order[:n_val])
-    train = sorted(names[i] for i in order[n_val:])
-    return train, val
+    n_val = min(max(1, int(round(n * val_fraction))), n - 1) if val_fraction > 0 and n >= 2 else 0
+    return sorted(names[i] for i in order[n_val:]), sorted(names[i] for i in order[:n_val])
 
 
 def _corpus_fingerprint(folder, files):
     h = hashlib.sha256()
     for path in files:
-        data = path.read_bytes()
-        h.update(path.relative_to(folder).as_posix().encode("utf-8"))
-        h.update(b"\0")
-        h.update(hashlib.sha256(data).digest())
+        h.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
 
 def _encoder_fingerprint():
     """Hash of pianolab/encoding.py: a changed encoder must not be served a stale dataset."""
-    from . import encoding as _encoding
-
-    return _sha256(Path(_encoding.__file__).read_bytes())
+    return hashlib.sha256(Path(_encoding_module.__file__).read_bytes()).hexdigest()
 
 
-DEFAULT_DATASET_PARAMS = dict(val_fraction=0.1, seed=0, n_clones=5, stretch=(0.85, 1.15),
+DEFAULT_DATASET_PARAMS = dict(val_fraction=0.1, seed=0, n_clones=5, stretch=[0.85, 1.15],
                               max_pieces=None, sustain=False, out_of_range="fold")
 
 
@@ -164,11 +131,9 @@ def _dataset_valid(out, key):
     index = _read_json(out / "index.json")
     if not index or index.get("key") != key or index.get("version") != DATASET_VERSION:
         return False
-    for split in ("train", "val"):
-        info = index["splits"][split]
-        path = out / info["file"]
+    for info in (index["splits"]["train"], index["splits"]["val"]):
         try:
-            arr = np.load(path, mmap_mode="r")
+            arr = np.load(out / info["file"], mmap_mode="r")
         except (OSError, ValueError):
             return False
         if arr.shape != (info["key_states"],) or arr.dtype != np.uint8:
@@ -179,22 +144,15 @@ def _dataset_valid(out, key):
 def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fraction=0.1, seed=0,
                   n_clones=5, stretch=(0.85, 1.15), transpose=(), max_pieces=None, progress=True,
                   force=False, sustain=False, out_of_range="fold"):
-    """Encode a corpus (default: :func:`~pianolab.corpus.default_corpus`) into a dataset folder and
-    return the folder (chapter 04_training).
+    """Build a dataset folder from a corpus (None: the default one); returns it (chapter 09_pianonet_models).
 
-    A file that raises :class:`~pianolab.errors.MidiError` is reported on one line, listed under
-    ``skipped`` and left out; ``max_pieces`` keeps the first pieces of a seeded shuffle. Pieces are
-    split by :func:`split_pieces`; each training piece is stored as is, plus ``n_clones`` clones
-    stretched by :func:`stretch_factors` and one per ``transpose`` shift. ``out`` defaults to
-    ``data_dir()/datasets/<corpus name>`` (plus a parameter hash unless the parameters are the
-    defaults); a folder built from the same corpus, parameters and encoder is reused unless ``force``.
+    Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
+    and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
     """
     lo, hi = (float(v) for v in stretch)
     if not isinstance(encoding, Encoding):
         encoding = Encoding.from_dict(dict(encoding))
-    if corpus is None:
-        corpus = default_corpus(progress=progress)
-    corpus = Path(corpus)
+    corpus = Path(default_corpus(progress=progress) if corpus is None else corpus)
     files = midi_files(corpus)
     if not files:
         raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {corpus}")
@@ -202,17 +160,12 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     params = dict(val_fraction=float(val_fraction), seed=int(seed), n_clones=int(n_clones),
                   stretch=[lo, hi], max_pieces=max_pieces, sustain=bool(sustain),
                   out_of_range=out_of_range, **({"transpose": list(transpose)} if transpose else {}))
-    key = _sha256(json.dumps({
-        "version": DATASET_VERSION, "encoding": encoding.to_dict(), "params": params,
-        "encoder": _encoder_fingerprint(), "corpus": _corpus_fingerprint(corpus, files)},
-        sort_keys=True).encode("utf-8"))
-    if out is None:
+    key = _json_hash({"version": DATASET_VERSION, "encoding": encoding.to_dict(), "params": params,
+                      "encoder": _encoder_fingerprint(), "corpus": _corpus_fingerprint(corpus, files)})
+    if out is None:  # the folder name depends on the parameters only: a changed corpus rebuilds in place
         name = corpus.name or "corpus"
-        is_default = (encoding == DEFAULT_ENCODING and params == dict(
-            DEFAULT_DATASET_PARAMS, stretch=list(DEFAULT_DATASET_PARAMS["stretch"])))
-        # The folder name depends on the parameters only: a changed corpus rebuilds in place.
-        tag = _sha256(json.dumps({"encoding": encoding.to_dict(), "params": params},
-                                 sort_keys=True).encode("utf-8"))[:10]
+        is_default = encoding == DEFAULT_ENCODING and params == DEFAULT_DATASET_PARAMS
+        tag = _json_hash({"encoding": encoding.to_dict(), "params": params})[:10]
         out = data_dir() / "datasets" / (name if is_default else f"{name}-{tag}")
     out = Path(out)
     if not force and _dataset_valid(out, key):
@@ -221,14 +174,11 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     t0 = time.perf_counter()
     by_name = {piece_name(p, corpus): p for p in files}
     order = np.random.default_rng(int(seed)).permutation(len(files))
-    shuffled = [piece_name(files[i], corpus) for i in order]
-
-    # Encode pieces in the seeded order until max_pieces good ones are collected.
-    rolls, midis, skipped = {}, {}, []
-    bar = _progress(total=len(shuffled) if max_pieces is None else max_pieces, enabled=progress,
+    rolls, midis, skipped = {}, {}, []  # pieces encoded in the seeded order until max_pieces are good
+    bar = _progress(total=len(files) if max_pieces is None else max_pieces, enabled=progress,
                     desc=f"encoding {corpus.name or corpus}")
     try:
-        for name in shuffled:
+        for name in (piece_name(files[i], corpus) for i in order):
             if max_pieces is not None and len(rolls) >= max_pieces:
                 break
             path = by_name[name]
@@ -250,7 +200,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     train_entries = []
     for name in _progress(train_names, enabled=progress and n_clones > 0, desc="tempo-stretched clones"):
         train_entries.append((name, name, 1.0, rolls[name]))
-        for c, f in enumerate(stretch_factors(name, n_clones, (lo, hi), seed)):
+        for f in stretch_factors(name, n_clones, (lo, hi), seed):
             clone = midi_to_roll(midis[name], encoding, sustain=sustain, out_of_range=out_of_range,
                                  time_scale=f)
             train_entries.append((f"{name}@x{f:.4f}", name, f, clone))
@@ -266,30 +216,21 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     for split, entries in (("train", train_entries), ("val", val_entries)):
         records, pos = [], 0
         for name, source, f, roll in entries:
-            n = roll.size
-            records.append({"name": name, "source": source, "stretch": f, "start": pos, "stop": pos + n})
-            pos += n
+            records.append({"name": name, "source": source, "stretch": f, "start": pos,
+                            "stop": pos + roll.size})
+            pos += roll.size
         _write_npy(out / f"{split}.npy", [roll for *_, roll in entries], pos)
         splits[split] = {"file": f"{split}.npy", "key_states": pos, "pieces": records}
         stats[split] = _stats([roll for *_, roll in entries], encoding, sum(e[0] == e[1] for e in entries))
-    originals = [rolls[name] for name in train_names + val_names]
-    stats["corpus"] = _stats(originals, encoding)
+    stats["corpus"] = _stats([rolls[name] for name in train_names + val_names], encoding)
     for part in stats.values():
         part["per_key"] = part["per_key"].tolist()
 
-    index = {
-        "format": "pianolab-dataset",
-        "version": DATASET_VERSION,
-        "key": key,
-        "corpus": str(corpus),
-        "encoding": encoding.to_dict(),
-        "params": params,
-        "windows": "drawn inside single pieces; before a piece's first key state the window is silence",
-        "splits": splits,
-        "skipped": skipped,
-        "stats": stats,
-        "build_seconds": round(time.perf_counter() - t0, 2),
-    }
+    index = {"format": "pianolab-dataset", "version": DATASET_VERSION, "key": key, "corpus": str(corpus),
+             "encoding": encoding.to_dict(), "params": params,
+             "windows": "drawn inside single pieces; before a piece's first key state the window is silence",
+             "splits": splits, "skipped": skipped, "stats": stats,
+             "build_seconds": round(time.perf_counter() - t0, 2)}
     _io.write_bytes(out / "index.json", json.dumps(index, indent=1) + "\n")
     return out
 
@@ -308,34 +249,26 @@ def _write_npy(path, rolls, total):
 
 
 def _stats(rolls, encoding, originals=None):
-    per_key = np.zeros(encoding.n_keys, dtype=np.int64)
-    steps = 0
-    for roll in rolls:
-        per_key += np.asarray(roll).reshape(-1, encoding.n_keys).sum(axis=0, dtype=np.int64)
-        steps += np.asarray(roll).size // encoding.n_keys
+    k = encoding.n_keys
+    per_key = sum((np.asarray(r).reshape(-1, k).sum(axis=0, dtype=np.int64) for r in rolls),
+                  np.zeros(k, np.int64))
+    steps = sum(np.asarray(r).size for r in rolls) // k
     down, key_states = int(per_key.sum()), steps * encoding.n_keys
     return {"pieces": len(rolls), "originals": len(rolls) if originals is None else int(originals),
             "steps": int(steps), "minutes": round(steps / encoding.steps_per_second / 60.0, 3),
-            "key_states": int(key_states), "key_down": down, "key_down_rate": down / key_states if key_states else 0.0,
-            "per_key": per_key}
+            "key_states": int(key_states), "key_down": down,
+            "key_down_rate": down / key_states if key_states else 0.0, "per_key": per_key}
 
 
 def default_dataset(progress=True, force=False):
-    """The dataset of the default corpus with the default parameters, built when missing
-    (chapter 04_training)."""
+    """The default corpus' dataset with the default parameters, built when missing (chapter 04_training)."""
     return build_dataset(None, progress=progress, force=force)
 
 
 def load_dataset(path=None):
-    """Open a dataset folder written by :func:`build_dataset` (chapter 04_training).
-
-    The arrays are memory-mapped read-only (``np.load(..., mmap_mode='r')``): opening costs
-    nothing and many processes share the pages. ``path=None`` opens (and if needed builds) the
-    default dataset.
-    """
-    if path is None:
-        path = default_dataset(progress=False)
-    path = Path(path)
+    """Open a dataset folder written by :func:`build_dataset`, memory-mapped read-only; ``None`` opens
+    (and if needed builds) the default dataset (chapter 04_training)."""
+    path = Path(default_dataset(progress=False) if path is None else path)
     index = _read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "
@@ -360,20 +293,17 @@ def load_dataset(path=None):
 
 
 def statistics(split_or_dataset):
-    """Statistics of a split or a dataset (chapter 04_training): ``pieces`` (clones included),
-    ``originals`` (pieces at their own tempo and key), ``steps``, ``minutes``, ``key_states``,
-    ``key_down_rate`` (about 5% for the default corpus) and ``per_key`` (time steps each key is down).
-    A :class:`Dataset`'s figures are those of its original pieces (the corpus as encoded), with each
-    split's under ``'train'`` and ``'val'``."""
-    if isinstance(split_or_dataset, Dataset):
-        ds = split_or_dataset
+    """Statistics of a split or dataset (chapter 04_training): ``pieces``, ``originals``, ``steps``,
+    ``minutes``, ``key_states``, ``key_down_rate``, ``per_key``; a :class:`Dataset`'s are its original
+    pieces', with each split's under ``'train'`` and ``'val'``."""
+    ds = split_or_dataset
+    if isinstance(ds, Dataset):
         originals = [ds.train.piece(i) for i, e in enumerate(ds.train.entries) if e["name"] == e["source"]]
         out = _stats(originals + [ds.val.piece(i) for i in range(len(ds.val))], ds.encoding)
         out["train"], out["val"] = statistics(ds.train), statistics(ds.val)
         return out
-    split = split_or_dataset
-    return _stats([split.piece(i) for i in range(len(split))], split.encoding,
-                  sum(1 for e in split.entries if e["name"] == e["source"]) if split.entries else None)
+    return _stats([ds.piece(i) for i in range(len(ds))], ds.encoding,
+                  sum(1 for e in ds.entries if e["name"] == e["source"]) if ds.entries else None)
 
 
 def dataset_from_rolls(train, val, encoding, name="rolls"):
