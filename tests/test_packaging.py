@@ -307,13 +307,14 @@ def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp
     installed = Path(site) / "pianolab"
     for key in ("pianolab", "models", "jsb"):
         assert Path(got[key]).is_relative_to(installed), f"{key} came from {got[key]}, not the wheel"
-    from pianolab import jsb, settings
+    from pianolab import benchmark
+    from pianolab.runs import load_run
 
     assert got["roll"] == [96, 72] and got["notes"] > 0  # 2 s at 48 steps/s, 72 keys
-    data = jsb.load_jsb()
-    assert got["pieces"] == [len(data.split(s)) for s in jsb.SPLITS]
-    _, model = jsb.load_run(settings.models_dir() / "jsb")
-    assert got["nll"] == pytest.approx(jsb.evaluate(model, data.test[:1])["nll"], rel=1e-5)
+    data = benchmark.load("jsb")
+    assert got["pieces"] == [len(data[s]) for s in benchmark.SPLITS]
+    _, model = load_run("jsb")
+    assert got["nll"] == pytest.approx(benchmark.evaluate(model, data["test"][:1])["nll"], rel=1e-5)
 
 
 # ---------------------------------------------------------------- the package's shape

@@ -115,7 +115,7 @@ def test_load_run_model_and_snapshot(run, dataset):
 
 
 def test_models_are_found_by_path_or_by_shipped_name(run, tmp_path, monkeypatch):
-    monkeypatch.setenv("PIANOLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr("pianolab.runs.models_dir", lambda: tmp_path / "data" / "models")
     shutil.copytree(run, tmp_path / "data" / "models" / "mini")
     assert run_path("mini") == tmp_path / "data" / "models" / "mini"
     assert run_path(run) == run  # an existing path wins
