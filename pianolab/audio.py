@@ -171,9 +171,10 @@ def _render_numpy(notes, n_samples, sample_rate):
     return out.astype(np.float32)
 
 
-def _synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
+def synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=None, backend_name=None):
-    """Roll, ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform, peak 0.9 (silence stays 0).
+    """Roll, ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform, peak 0.9 (silence stays 0)
+    (chapter 09_pianonet_models, where each model's rolls have their own encoding).
 
     A roll is decoded with :func:`pianolab.encoding.roll_to_midi` under ``encoding``. Every
     non-drum track is played on a piano; the sustain pedal is honoured. The waveform lasts the
@@ -206,7 +207,7 @@ def _waveform(item, encoding, sample_rate, max_seconds):
     if isinstance(item, np.ndarray) and item.ndim == 1:
         end = None if max_seconds is None else round(max_seconds * sample_rate)
         return item.astype(np.float32, copy=False)[:end]
-    return _synthesize(item, encoding, sample_rate, max_seconds=max_seconds)
+    return synthesize(item, encoding, sample_rate, max_seconds=max_seconds)
 
 
 def _wav_bytes(wave, sample_rate=DEFAULT_SAMPLE_RATE):

@@ -42,7 +42,7 @@ def _rms(x):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_synthesize_length_finite_and_sounding_where_the_notes_are(name):
     roll = _roll()
-    w = audio._synthesize(roll, backend_name=name)
+    w = audio.synthesize(roll, backend_name=name)
     assert w.dtype == np.float32 and w.ndim == 1
     assert w.size == int(round((roll.shape[0] / FS + audio.RELEASE_SECONDS) * SR))
     assert np.all(np.isfinite(w))
@@ -57,9 +57,9 @@ def test_synthesize_length_finite_and_sounding_where_the_notes_are(name):
 def test_synthesize_accepts_pretty_midi_and_files(tmp_path, name):
     roll = _roll()
     path = write_midi(roll, tmp_path / "chord.mid")
-    from_roll = audio._synthesize(roll, backend_name=name)
-    from_file = audio._synthesize(path, backend_name=name)
-    from_pm = audio._synthesize(pretty_midi.PrettyMIDI(str(path)), backend_name=name)
+    from_roll = audio.synthesize(roll, backend_name=name)
+    from_file = audio.synthesize(path, backend_name=name)
+    from_pm = audio.synthesize(pretty_midi.PrettyMIDI(str(path)), backend_name=name)
     assert from_roll.shape == from_file.shape == from_pm.shape
     np.testing.assert_allclose(from_file, from_pm, atol=1e-6)
 
@@ -67,14 +67,14 @@ def test_synthesize_accepts_pretty_midi_and_files(tmp_path, name):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_max_seconds_cuts_the_music(name):
     roll = _roll(seconds=6.0, start=0.0, stop=5.0)
-    w = audio._synthesize(roll, backend_name=name, max_seconds=2.0)
+    w = audio.synthesize(roll, backend_name=name, max_seconds=2.0)
     assert w.size == int(round((2.0 + audio.RELEASE_SECONDS) * SR))
     assert _rms(w[: int(1.5 * SR)]) > 0.05
 
 
 def test_numpy_fallback_is_a_decaying_harmonic_tone_not_a_sine():
     roll = _roll(seconds=3.0, start=0.0, stop=2.5, keys=(69 - DEFAULT_ENCODING.lowest,))  # A4
-    w = audio._synthesize(roll, backend_name="numpy").astype(np.float64)
+    w = audio.synthesize(roll, backend_name="numpy").astype(np.float64)
     seg = w[int(0.05 * SR):int(0.55 * SR)]
     spectrum = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
     freqs = np.fft.rfftfreq(seg.size, 1.0 / SR)
@@ -90,7 +90,7 @@ def test_numpy_fallback_is_a_decaying_harmonic_tone_not_a_sine():
 
 def test_silence_stays_silent_and_of_the_right_length():
     roll = np.zeros((96, DEFAULT_ENCODING.n_keys), dtype=np.uint8)
-    w = audio._synthesize(roll)
+    w = audio.synthesize(roll)
     assert w.size == int(round((2.0 + audio.RELEASE_SECONDS) * SR))
     assert not np.any(w)
 
@@ -105,15 +105,15 @@ def test_environment_variable_forces_the_numpy_backend(monkeypatch):
 
 def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="piano roll"):
-        audio._synthesize(np.zeros(10))
+        audio.synthesize(np.zeros(10))
     with pytest.raises(ValueError, match="backend_name"):
-        audio._synthesize(_roll(), backend_name="sine")
+        audio.synthesize(_roll(), backend_name="sine")
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"not midi at all")
     with pytest.raises(MidiError, match="bad.mid"):
-        audio._synthesize(bad)
+        audio.synthesize(bad)
     with pytest.raises(ValueError, match="72"):
-        audio._synthesize(np.ones((10, 71), dtype=np.uint8))
+        audio.synthesize(np.ones((10, 71), dtype=np.uint8))
 
 
 def _decode_wav(data):
@@ -183,7 +183,7 @@ def test_write_wav_renders_a_roll_like_the_players(tmp_path):
     roll = _roll()
     path = audio.write_wav(roll, tmp_path / "chord.wav")
     channels, width, rate, pcm = _decode_wav(path.read_bytes())
-    expected = audio._synthesize(roll)
+    expected = audio.synthesize(roll)
     assert (channels, width, rate) == (1, 2, SR) and pcm.size == expected.size
     np.testing.assert_allclose(pcm / 32767.0, expected, atol=1.0 / 32767)
 
@@ -191,7 +191,7 @@ def test_write_wav_renders_a_roll_like_the_players(tmp_path):
 def test_without_fluidsynth_the_numpy_fallback_is_used(monkeypatch):
     monkeypatch.setattr(audio, "_fluidsynth_works", lambda: False)
     assert audio.backend() == "numpy"
-    w = audio._synthesize(_roll())
+    w = audio.synthesize(_roll())
     assert w.size == int(round(4.0 * SR)) and _rms(w) > 0.01
     with pytest.raises(RuntimeError, match="libfluidsynth3"):
-        audio._synthesize(_roll(), backend_name="fluidsynth")
+        audio.synthesize(_roll(), backend_name="fluidsynth")
