@@ -82,13 +82,11 @@ def main(argv=None):
 
     from pianolab.train import RunConfig, open_dataset
 
-    ours = RunConfig(model={"preset": "pianonet_mini"})
-    if args.n_targets:
-        ours.training.n_targets = args.n_targets
+    ours = RunConfig(model={"preset": "pianonet_mini"},
+                     training={"n_targets": args.n_targets} if args.n_targets else {})
     baseline = RunConfig(model={"preset": "pianonet_mini"},
                          training={"n_targets": 24 * 72, "batch_start": 2, "batch_end": 2})
     dataset = open_dataset(ours, progress=False)
-    ours.check_data(dataset)
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
           f"PianoNet-mini, jit_compile={ours.training.jit_compile}, float32; "
           f"load average {os.getloadavg()[0]:.2f} before the run", flush=True)
