@@ -143,7 +143,11 @@ def _items(v):
 def to_model(src, name=None):
     """PianoNet's SavedModel ``src`` rebuilt as a pianolab model (the layout of
     :func:`pianolab.model.build_model`) with PianoNet's weights (chapter 09_pianonet_models)."""
-    increments, activation, convs = plan(read_layers(src), src)
+    return _build(src, plan(read_layers(src), src), name)
+
+
+def _build(src, planned, name):
+    increments, activation, convs = planned
     model = build_model(increments, activation=activation, name=name or "pianonet")
     ours = [layer for layer in model.layers if layer.weights]
     for mine, theirs in zip(ours, convs):
@@ -161,8 +165,9 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
     ``data.encoding`` and ``model.filter_increments`` / ``model.activation``. Returns the model
     (chapter 09_pianonet_models)."""
     out = Path(out)
-    increments, activation, _ = plan(read_layers(src), src)
-    model = to_model(src, name=f"pianonet_{Path(src).name}"[:60])
+    planned = plan(read_layers(src), src)
+    increments, activation, _ = planned
+    model = _build(src, planned, f"pianonet_{Path(src).name}"[:60])
     config = {"data": {"encoding": encoding.to_dict()},
               "model": {"preset": None, "filter_increments": increments, "activation": activation}}
     out.mkdir(parents=True, exist_ok=True)
