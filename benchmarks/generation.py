@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from pianolab.encoding import DEFAULT_ENCODING  # noqa: E402
 from pianolab.generate import FastSampler, naive_sample  # noqa: E402
-from pianolab.model import build_model, count_params, logit, preset, receptive_field  # noqa: E402
+from pianolab.model import PRESETS, build_model, count_params, logit, receptive_field  # noqa: E402
 
 ENC = DEFAULT_ENCODING
 STATES_PER_SECOND = int(ENC.steps_per_second * ENC.n_keys)  # 3456
@@ -57,7 +57,7 @@ def cpu():
 def main():
     quick = "--quick" in sys.argv
     print(f"CPU: {cpu()}; numba {numba.__version__}")
-    inc = preset("micro_1")
+    inc = PRESETS["micro_1"]
     model = build_model(inc, output_bias=logit(0.04), seed=0)
     rf = receptive_field(inc)
     print(f"model: micro_1 preset, {count_params(inc):,} parameters, {len(sum(inc, []))} layers, "

@@ -11,19 +11,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp|\.keras|\.weights\.h5|\.npy)$")  # the names mkstemp gives below
 
 
 @contextmanager
 def atomic_path(path, suffix=".tmp"):
-    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it goes.
-
-    ``suffix`` is the temporary file's ending, for writers that look at it (``.keras``, ``.npy``).
-    """
+    """Yield a temporary path next to ``path`` (ending in ``suffix``, for writers that look at it); on
+    success it replaces ``path``, on error it goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -32,7 +26,9 @@ def atomic_path(path, suffix=".tmp"):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,11 +38,8 @@ def atomic_path(path, suffix=".tmp"):
 
 def write_bytes(path, data):
     """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically; returns the path."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
 
 
@@ -57,12 +50,9 @@ def save_model(model, path):
     return Path(path)
 
 
-_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp|\.keras|\.weights\.h5|\.npy)$")
-
-
 def remove_temp_files(folder):
-    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a writer was killed;
-    returns their names. Only names of that exact shape are touched."""
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a writer was killed (only
+    names of that exact shape); returns their names."""
     folder = Path(folder)
     gone = sorted(p.name for p in folder.glob(".*") if p.is_file() and _TEMP.match(p.name)) if folder.is_dir() else []
     for name in gone:

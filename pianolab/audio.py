@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .encoding import DEFAULT_ENCODING, load_midi, pedal_spans, roll_to_midi
+from .encoding import DEFAULT_ENCODING, _pedal_spans, load_midi, roll_to_midi
 
 DEFAULT_SAMPLE_RATE = 22050
 DEFAULT_MAX_SECONDS = 20.0
@@ -55,7 +55,7 @@ def _notes(pm, max_seconds=None):
     out = []
     for i, inst in enumerate(inst for inst in pm.instruments if not inst.is_drum):
         channel = i % 15 + (i % 15 >= 9)  # skip the General MIDI drum channel
-        spans = pedal_spans(inst)
+        spans = _pedal_spans(inst)
         for n in inst.notes:
             start, end = float(n.start), float(n.end)
             for a, b in spans:
@@ -71,23 +71,20 @@ def _notes(pm, max_seconds=None):
 
 
 def _soundfont_path():
-    """The General MIDI SoundFont bundled with pretty_midi (``TimGM6mb.sf2``), or None."""
+    """The General MIDI SoundFont bundled with pretty_midi, ``TimGM6mb.sf2``."""
     import pretty_midi
 
-    path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-    return path if path.is_file() else None
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
 @lru_cache(maxsize=1)
 def _fluidsynth_works():
     """True when pyfluidsynth imports, finds libfluidsynth and can load the SoundFont."""
-    if _soundfont_path() is None:
-        return False
     try:
         import fluidsynth  # pyfluidsynth; raises ImportError when libfluidsynth is missing
 
         synth = fluidsynth.Synth(samplerate=float(DEFAULT_SAMPLE_RATE))
-        ok = synth.sfload(str(_soundfont_path())) >= 0
+        ok = _soundfont_path().is_file() and synth.sfload(str(_soundfont_path())) >= 0
         synth.delete()
         return bool(ok)
     except Exception:
@@ -116,8 +113,7 @@ def _render_fluidsynth(notes, n_samples, sample_rate):
         events = sorted([(round(a * sample_rate), 1, ch, pitch, vel) for pitch, a, _, vel, ch in notes]
                         + [(round(b * sample_rate), 0, ch, pitch, 0) for pitch, _, b, _, ch in notes],
                         key=lambda e: e[:2])  # note-offs before note-ons at the same sample
-        out = np.zeros(n_samples, dtype=np.float32)
-        pos = 0
+        out, pos = np.zeros(n_samples, dtype=np.float32), 0
         for at, on, ch, pitch, velocity in events:
             at = min(at, n_samples)
             if at > pos:
@@ -142,32 +138,26 @@ def _piano_tone(pitch, n_held, n_total, sample_rate):
     """
     f0 = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
     t = np.arange(n_total, dtype=np.float64) / sample_rate
-    inharmonicity = 4e-4 * (f0 / 261.6) ** 0.5
-    tau = 1.6 * (261.6 / f0) ** 0.55  # decay time of the fundamental in seconds
+    inharmonicity, tau = 4e-4 * (f0 / 261.6) ** 0.5, 1.6 * (261.6 / f0) ** 0.55  # tau: the fundamental's decay (s)
     tone = np.zeros(n_total, dtype=np.float64)
-    nyquist = sample_rate / 2.0
     for h in range(1, 9):
         fh = h * f0 * np.sqrt(1.0 + inharmonicity * h * h)
-        if fh >= nyquist * 0.95:
+        if fh >= sample_rate / 2 * 0.95:
             break
-        amp = 1.0 / h**1.3
-        tone += amp * np.exp(-t * h**0.7 / tau) * np.sin(2.0 * np.pi * fh * t + 0.3 * h)
+        tone += np.exp(-t * h**0.7 / tau) * np.sin(2.0 * np.pi * fh * t + 0.3 * h) / h**1.3
     envelope = np.minimum(1.0, t / 0.004)
     envelope[n_held:] *= np.exp(-np.arange(n_total - n_held) / sample_rate / 0.12)
     return tone * envelope
 
 
 def _render_numpy(notes, n_samples, sample_rate):
-    out = np.zeros(n_samples, dtype=np.float64)
-    release = int(0.6 * sample_rate)
+    out, release = np.zeros(n_samples, dtype=np.float64), int(0.6 * sample_rate)
     for pitch, start, end, velocity, _ in notes:
         s = int(round(start * sample_rate))
-        if s >= n_samples:
-            continue
         held = max(1, int(round(end * sample_rate)) - s)
         total = min(held + release, n_samples - s)
-        tone = _piano_tone(pitch, min(held, total), total, sample_rate)
-        out[s:s + total] += (0.15 * velocity / 127.0) * tone
+        if total > 0:
+            out[s:s + total] += (0.15 * velocity / 127.0) * _piano_tone(pitch, min(held, total), total, sample_rate)
     return out.astype(np.float32)
 
 
@@ -226,8 +216,7 @@ def _wav_bytes(wave, sample_rate=DEFAULT_SAMPLE_RATE):
 
 def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_ENCODING):
     """Write a waveform (1-D, clipped to [-1, 1]), roll, ``PrettyMIDI`` or ``.mid`` file as a mono
-    16-bit WAV file, atomically; returns the path (the ``generate`` command chapter 05_fast_wavenet
-    shows)."""
+    16-bit WAV file, atomically; returns the path (chapter 05_fast_wavenet)."""
     return _io.write_bytes(Path(path), _wav_bytes(_waveform(item, encoding, sample_rate, None), sample_rate))
 
 
@@ -263,11 +252,9 @@ def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT
     from IPython.display import HTML
 
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
-    if not pairs:
-        raise ValueError("player_grid needs at least one item (label -> roll, MIDI or waveform)")
-    columns = int(columns)
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
+    if not pairs or int(columns) < 1:
+        raise ValueError(f"player_grid needs at least one item (label -> roll, MIDI or waveform) and columns >= 1, "
+                         f"got {len(pairs)} items and columns={columns}")
     cells = []
     for label, item in pairs:
         wave = _waveform(item, encoding, sample_rate, max_seconds)
@@ -279,4 +266,4 @@ def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT
                      "your browser cannot play WAV audio</audio></figure>")
     head = f"<p style='font-weight:600'>{html.escape(str(title))}</p>" if title else ""
     return HTML(head + '<div class="pianolab-player-grid" style="display:grid;gap:8px;grid-template-columns:'
-                f'repeat({columns},minmax(0,1fr))">' + "".join(cells) + "</div>")
+                f'repeat({int(columns)},minmax(0,1fr))">' + "".join(cells) + "</div>")

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _io
 from .encoding import Encoding
 from .errors import ConfigError
-from .model import PRESETS, check_increments, receptive_field
+from .model import PRESETS, layer_plan, receptive_field
 
 #: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmark_jsb), and their
 #: encoding: 88 keys from MIDI 21, a frame played as 0.5 s.
@@ -43,18 +43,14 @@ def _num(v):
     return type(v) in (int, float) and math.isfinite(v)
 
 
-def _increments_ok(v):
-    try:
-        return v is None or (isinstance(v, list) and check_increments(v) is not None)
-    except (TypeError, ValueError):
-        return False
-
-
-def _encoding_ok(v):
-    try:
-        return v is None or (isinstance(v, dict) and Encoding.from_dict(v) is not None)
-    except (TypeError, ValueError):
-        return False
+def _builds(kind, make):
+    """A check: null, or a ``kind`` from which ``make`` builds without an error."""
+    def ok(v):
+        try:
+            return v is None or (isinstance(v, kind) and bool(make(v)))
+        except (TypeError, ValueError):
+            return False
+    return ok
 
 
 @dataclass
@@ -67,7 +63,8 @@ class DataConfig:
                         "a folder of MIDI files, or null for the built-in corpus")
     benchmark: str = _rule(None, lambda v: v is None or v in BENCHMARKS, f"null or one of {list(BENCHMARKS)} "
                            "(its own split; of the other keys only transpose applies)")
-    encoding: dict = _rule(None, _encoding_ok, "null or {steps_per_second, lowest, n_keys} inside MIDI 0..127")
+    encoding: dict = _rule(None, _builds(dict, Encoding.from_dict),
+                           "null or {steps_per_second, lowest, n_keys} inside MIDI 0..127")
     val_fraction: float = _rule(0.1, lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
     n_clones: int = _rule(5, *_int(0))
     stretch: list = _rule([0.85, 1.15], lambda v: isinstance(v, list) and len(v) == 2 and all(
@@ -84,7 +81,7 @@ class ModelConfig:
 
     preset: str = _rule(None, lambda v: v is None or v in PRESETS, f"one of {sorted(PRESETS)} or null "
                         "(null with null filter_increments: 'pianonet_mini')")
-    filter_increments: list = _rule(None, _increments_ok, "null or a list of blocks, each a non-empty list "
+    filter_increments: list = _rule(None, _builds(list, layer_plan), "null or a list of blocks, each a non-empty list "
                                     "of whole numbers >= 0 (the very first >= 1)")
     output_bias: object = _rule("calibrated", lambda v: v == "calibrated" or _num(v),
                                 "'calibrated' (the logit of the training key-down rate) or a number")
@@ -93,11 +90,10 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    """How to train (chapter 04_training): Adam at ``lr`` (decaying to ``lr_final``); ``n_targets`` key states predicted per
-    window; the batch size starts at ``batch_start`` and doubles every ``batch_double_every`` steps up
-    to ``batch_end``; checkpoints, validation (0: never) and history rows every so many steps; the
-    weights kept for good at the steps in ``snapshot_at``; ``distribute: "mirrored"`` trains
-    data-parallel on all local devices (TensorFlow's MirroredStrategy)."""
+    """How to train (chapter 04_training): Adam at ``lr`` (decaying to ``lr_final``), ``n_targets`` key
+    states predicted per window, the batch size from ``batch_start`` doubling every ``batch_double_every``
+    steps up to ``batch_end``; checkpoints, validation (0: never) and history rows every so many steps;
+    weights kept for good at ``snapshot_at``; ``distribute: "mirrored"``: data-parallel on all devices."""
 
     lr: float = _rule(1e-4, lambda v: _num(v) and v > 0, "a number > 0")
     lr_final: float = _rule(None, lambda v: v is None or (_num(v) and v > 0),
@@ -138,9 +134,8 @@ def _from_dict(cls, d, where):
     if not isinstance(d, dict):
         raise ConfigError(where, f"expected an object (dict) of settings, got {d!r}")
     known = {f.name: f for f in fields(cls)}
-    for key in d:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}".lstrip("."), f"unknown key; allowed: {', '.join(known)}")
+    for key in (k for k in d if k not in known):
+        raise ConfigError(f"{where}.{key}".lstrip("."), f"unknown key; allowed: {', '.join(known)}")
     values = {}
     for name, f in known.items():
         key = f"{where}.{name}".lstrip(".")
@@ -149,9 +144,7 @@ def _from_dict(cls, d, where):
             continue
         if name not in d:
             continue
-        v = copy.deepcopy(d[name])
-        if isinstance(v, tuple):
-            v = list(v)
+        v = list(d[name]) if isinstance(d[name], tuple) else copy.deepcopy(d[name])
         if not f.metadata["check"](v):
             raise ConfigError(key, f"expected {f.metadata['allowed']}, got {v!r}")
         values[name] = v
@@ -178,8 +171,7 @@ class RunConfig:
     validation: ValidationConfig
 
     def __init__(self, **sections):
-        done = RunConfig.from_dict(sections)
-        self.__dict__.update(done.__dict__)
+        self.__dict__.update(RunConfig.from_dict(sections).__dict__)
 
     @classmethod
     def _checked(cls, sections):
@@ -235,9 +227,8 @@ class RunConfig:
     @property
     def encoding(self):
         """The data's :class:`~pianolab.encoding.Encoding` (a benchmark's, or the default one when null)."""
-        if self.data.benchmark:
-            return BENCHMARK_ENCODING
-        return Encoding.from_dict(self.data.encoding) if self.data.encoding else Encoding()
+        d = self.data
+        return BENCHMARK_ENCODING if d.benchmark else Encoding.from_dict(d.encoding) if d.encoding else Encoding()
 
     @property
     def val_targets(self):

@@ -50,13 +50,6 @@ def _progress(iterable=None, *, enabled, total=None, desc=None):
                 dynamic_ncols=True)
 
 
-def _music21_version():
-    try:
-        return metadata.version("music21")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def midi_files(folder):
     """All ``.mid`` / ``.midi`` files (any case) under ``folder``, recursively, hidden ones skipped,
     sorted by relative path (chapter 01_encoding)."""
@@ -90,10 +83,10 @@ def _resolve_work(name):
                key=lambda p: (_FORMAT_RANK.get(p.suffix.lower(), len(_FORMAT_RANK)), p.name))
 
 
-def corpus_sources():
-    """The default corpus' works: ``(sources, missing)`` (chapter 01_encoding); ``sources`` sorted dicts
-    ``{"name", "work", "path"}``, each score file once (music21 names some chorales twice), ``missing``
-    the keyboard works this music21 lacks."""
+def _sources():
+    """The default corpus' works: ``(sources, missing)``; ``sources`` sorted dicts ``{"name", "work",
+    "path"}``, each score file once (music21 names some chorales twice), ``missing`` the keyboard works
+    this music21 lacks."""
     from music21 import corpus
 
     with warnings.catch_warnings():
@@ -111,8 +104,7 @@ def corpus_sources():
             sources.append({"name": f"{kind}/{name}", "work": work, "path": str(path)})
     names = [s["name"] for s in sources]
     if len(set(names)) != len(names):  # two files with the same stem: keep names unique
-        twice = sorted(n for n in names if names.count(n) > 1)
-        raise PianolabError(f"default corpus: duplicate piece names {twice}")
+        raise PianolabError(f"default corpus: duplicate piece names {sorted(n for n in names if names.count(n) > 1)}")
     sources.sort(key=lambda s: s["name"])
     return sources, missing
 
@@ -177,8 +169,7 @@ def _corpus_cache_valid(folder, manifest):
     if not manifest or manifest.get("format") != "pianolab-corpus" or not manifest.get("pieces"):
         return False
     found = [manifest.get(k) for k in ("version", "music21", "ticks_per_quarter")]
-    if found + list(manifest.get("keyboard_works", [])) != [CORPUS_VERSION, _music21_version(),
-                                                            TICKS_PER_QUARTER, *KEYBOARD_WORKS]:
+    if found + list(manifest.get("keyboard_works", [])) != [CORPUS_VERSION, _music21(), TICKS_PER_QUARTER, *KEYBOARD_WORKS]:
         return False
     try:
         return all((folder / p["file"]).stat().st_size == p["bytes"] for p in manifest["pieces"])
@@ -186,9 +177,11 @@ def _corpus_cache_valid(folder, manifest):
         return False
 
 
-def default_corpus_dir():
-    """Where :func:`default_corpus` exports: ``data_dir()/corpus/default`` (chapter 01_encoding)."""
-    return data_dir() / "corpus" / "default"
+def _music21():
+    try:
+        return metadata.version("music21")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def default_corpus(progress=True, force=False, *, folder=None, sources=None, workers=None):
@@ -197,14 +190,14 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     Failed scores are reported on stderr and listed under ``failed``; a folder whose manifest matches
     (versions, works, file sizes) is reused unless ``force``. ``folder``, ``sources``, ``workers``: tests.
     """
-    folder = Path(folder) if folder is not None else default_corpus_dir()
+    folder = Path(folder) if folder is not None else data_dir() / "corpus" / "default"
     manifest_path = folder / "manifest.json"
     custom = sources is not None
     if not force and not custom and _corpus_cache_valid(folder, _read_json(manifest_path)):
         return folder
 
     t0 = time.perf_counter()
-    sources, missing = corpus_sources() if sources is None else (sources, [])
+    sources, missing = _sources() if sources is None else (sources, [])
     sources = sorted(sources, key=lambda s: s["name"])
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     workers = max(1, min(workers, len(sources) or 1))
@@ -240,7 +233,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     failed += [{"name": None, "work": work, "reason": "not in this music21 corpus"} for work in missing]
     for f in failed:
         print(f"default corpus: skipped {f['work']}: {f['reason']}", file=sys.stderr)
-    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": _music21_version(),
+    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": _music21(),
                 "keyboard_works": list(KEYBOARD_WORKS), "ticks_per_quarter": TICKS_PER_QUARTER,
                 "description": "Bach chorales (unique files of music21's chorale iterator) and the solo "
                                "keyboard works of music21's corpus, repeats expanded, exported with "
@@ -256,5 +249,6 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
 
 
 def corpus_manifest(folder=None):
-    """The manifest of an exported default corpus, or None for a plain MIDI folder (chapter 01_encoding)."""
-    return _read_json(Path(folder if folder is not None else default_corpus_dir()) / "manifest.json")
+    """The manifest of an exported default corpus (its pieces, their sources, what failed), or None for a
+    plain MIDI folder (chapter 01_encoding)."""
+    return _read_json(Path(folder if folder is not None else data_dir() / "corpus" / "default") / "manifest.json")

@@ -80,9 +80,9 @@ class Dataset:
         return self.train.key_down_rate
 
 
-def stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
+def _stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
     """Tempo-stretch factors of a training piece's clones, one drawn in each of ``n_clones`` equal slices
-    of ``stretch``, seeded by ``seed`` and the name; above 1 plays slower (chapter 04_training)."""
+    of ``stretch``, seeded by ``seed`` and the name; above 1 plays slower."""
     lo, hi = float(stretch[0]), float(stretch[1])
     name_seed = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
     u = np.random.default_rng([int(seed), name_seed]).random(n_clones)
@@ -91,7 +91,7 @@ def stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
 
 def transpose_roll(roll, shift):
     """``roll`` moved up ``shift`` keys (down when negative), or None when a note would leave the key
-    window (chapter 04_training)."""
+    window (chapter 08_benchmark_jsb)."""
     roll = np.asarray(roll)
     if shift == 0 or not roll.size:
         return roll
@@ -100,9 +100,9 @@ def transpose_roll(roll, shift):
     return np.roll(roll, shift, axis=1)
 
 
-def split_pieces(names, val_fraction=0.1, seed=0):
-    """Split piece names into sorted (train, val) lists by a seeded shuffle: ``round(n * val_fraction)``
-    pieces, at least one and never all, go to validation (chapter 04_training)."""
+def _split_pieces(names, val_fraction=0.1, seed=0):
+    """Piece names -> sorted (train, val) lists by a seeded shuffle: ``round(n * val_fraction)`` pieces,
+    at least one and never all, go to validation."""
     names = sorted(names)
     n = len(names)
     order = np.random.default_rng(int(seed)).permutation(n)
@@ -123,27 +123,18 @@ def _encoder_fingerprint():
     return hashlib.sha256(Path(_encoding_module.__file__).read_bytes()).hexdigest()
 
 
-DEFAULT_DATASET_PARAMS = dict(val_fraction=0.1, seed=0, n_clones=5, stretch=[0.85, 1.15],
-                              max_pieces=None, sustain=False, out_of_range="fold")
+DEFAULT_DATASET_PARAMS = dict(val_fraction=0.1, seed=0, n_clones=5, stretch=[0.85, 1.15], max_pieces=None)
 
 
-def _dataset_valid(out, key):
-    index = _read_json(out / "index.json")
-    if not index or index.get("key") != key or index.get("version") != DATASET_VERSION:
+def _cached(out, key):
+    try:
+        return load_dataset(out).index.get("key") == key
+    except (ConfigError, KeyError, TypeError):
         return False
-    for info in (index["splits"]["train"], index["splits"]["val"]):
-        try:
-            arr = np.load(out / info["file"], mmap_mode="r")
-        except (OSError, ValueError):
-            return False
-        if arr.shape != (info["key_states"],) or arr.dtype != np.uint8:
-            return False
-    return True
 
 
 def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fraction=0.1, seed=0,
-                  n_clones=5, stretch=(0.85, 1.15), transpose=(), max_pieces=None, progress=True,
-                  force=False, sustain=False, out_of_range="fold"):
+                  n_clones=5, stretch=(0.85, 1.15), transpose=(), max_pieces=None, progress=True, force=False):
     """Build a dataset folder from a corpus (None: the default one); returns it (chapter 09_pianonet_models).
 
     Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
@@ -158,8 +149,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {corpus}")
 
     params = dict(val_fraction=float(val_fraction), seed=int(seed), n_clones=int(n_clones),
-                  stretch=[lo, hi], max_pieces=max_pieces, sustain=bool(sustain),
-                  out_of_range=out_of_range, **({"transpose": list(transpose)} if transpose else {}))
+                  stretch=[lo, hi], max_pieces=max_pieces, **({"transpose": list(transpose)} if transpose else {}))
     key = _json_hash({"version": DATASET_VERSION, "encoding": encoding.to_dict(), "params": params,
                       "encoder": _encoder_fingerprint(), "corpus": _corpus_fingerprint(corpus, files)})
     if out is None:  # the folder name depends on the parameters only: a changed corpus rebuilds in place
@@ -168,7 +158,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         tag = _json_hash({"encoding": encoding.to_dict(), "params": params})[:10]
         out = data_dir() / "datasets" / (name if is_default else f"{name}-{tag}")
     out = Path(out)
-    if not force and _dataset_valid(out, key):
+    if not force and _cached(out, key):
         return out
 
     t0 = time.perf_counter()
@@ -184,7 +174,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
             path = by_name[name]
             try:
                 pm = load_midi(path)
-                rolls[name] = midi_to_roll(pm, encoding, sustain=sustain, out_of_range=out_of_range)
+                rolls[name] = midi_to_roll(pm, encoding)
                 midis[name] = pm
                 bar.update(1)
             except MidiError as exc:
@@ -196,14 +186,12 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         raise ConfigError("corpus", f"none of the {len(files)} MIDI files under {corpus} could be encoded")
     skipped.sort(key=lambda s: s["file"])
 
-    train_names, val_names = split_pieces(list(rolls), val_fraction, seed)
+    train_names, val_names = _split_pieces(list(rolls), val_fraction, seed)
     train_entries = []
     for name in _progress(train_names, enabled=progress and n_clones > 0, desc="tempo-stretched clones"):
         train_entries.append((name, name, 1.0, rolls[name]))
-        for f in stretch_factors(name, n_clones, (lo, hi), seed):
-            clone = midi_to_roll(midis[name], encoding, sustain=sustain, out_of_range=out_of_range,
-                                 time_scale=f)
-            train_entries.append((f"{name}@x{f:.4f}", name, f, clone))
+        for f in _stretch_factors(name, n_clones, (lo, hi), seed):
+            train_entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
         for shift in transpose:
             moved = transpose_roll(rolls[name], shift)
             if moved is not None:
@@ -260,15 +248,10 @@ def _stats(rolls, encoding, originals=None):
             "key_down_rate": down / key_states if key_states else 0.0, "per_key": per_key}
 
 
-def default_dataset(progress=True, force=False):
-    """The default corpus' dataset with the default parameters, built when missing (chapter 04_training)."""
-    return build_dataset(None, progress=progress, force=force)
-
-
 def load_dataset(path=None):
     """Open a dataset folder written by :func:`build_dataset`, memory-mapped read-only; ``None`` opens
     (and if needed builds) the default dataset (chapter 04_training)."""
-    path = Path(default_dataset(progress=False) if path is None else path)
+    path = Path(build_dataset(None, progress=False) if path is None else path)
     index = _read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "

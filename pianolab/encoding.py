@@ -76,7 +76,7 @@ def note_name(pitch):
 
 def load_midi(source):
     """A MIDI path (or a ``PrettyMIDI``, returned as is) -> ``PrettyMIDI``; a file that cannot be
-    read raises :class:`MidiError` naming it (chapter 01_encoding, through :func:`midi_to_roll`)."""
+    read raises :class:`MidiError` naming it (chapter 01_encoding)."""
     import pretty_midi
 
     if isinstance(source, pretty_midi.PrettyMIDI):
@@ -97,9 +97,9 @@ def load_midi(source):
         raise MidiError(path, f"not a readable MIDI file (truncated or corrupt: {reason})") from None
 
 
-def pedal_spans(instrument, open_end=np.inf):
+def _pedal_spans(instrument, open_end=np.inf):
     """``[(down, up), ...]`` times of the sustain pedal (controller 64 >= 64) on one instrument, one still
-    down at the end going up at ``open_end`` (chapter 01_encoding, through :func:`pianolab.audio.player`)."""
+    down at the end going up at ``open_end``."""
     spans, down_at = [], None
     for time, down in sorted(((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
                              key=lambda x: x[0]):
@@ -142,7 +142,7 @@ def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_ran
     per_key, n_notes = {}, 0
     for inst in (i for i in pm.instruments if not i.is_drum):
         n_notes += len(inst.notes)
-        spans = pedal_spans(inst, max([n.end for n in inst.notes], default=0.0)) if sustain else []
+        spans = _pedal_spans(inst, max([n.end for n in inst.notes], default=0.0)) if sustain else []
         for n in inst.notes:
             end = next((b for a, b in spans if a <= n.end < b), n.end)  # the pedal holds the note
             k = _place(n.pitch, encoding, out_of_range)

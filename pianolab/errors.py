@@ -1,8 +1,5 @@
-"""The error types pianolab raises for bad input.
-
-Every message names the file, key or flag at fault and what was expected, so a reader can fix the
-input without reading pianolab's source.
-"""
+"""The error types pianolab raises for bad input: each message names the file, key or flag at fault
+and what was expected, so a reader can fix the input without reading pianolab's source."""
 
 
 class PianolabError(ValueError):
@@ -12,19 +9,16 @@ class PianolabError(ValueError):
 
 class MidiError(PianolabError):
     """A MIDI file cannot become a piano roll: ``path`` (None for an in-memory ``PrettyMIDI``) and
-    ``reason``; raised by :func:`pianolab.encoding.midi_to_roll` (chapter 01_encoding)."""
+    ``reason`` (chapter 01_encoding)."""
 
     def __init__(self, path, reason):
-        self.path = path
-        self.reason = reason
-        where = str(path) if path is not None else "<in-memory MIDI>"
-        super().__init__(f"{where}: {reason}")
+        self.path, self.reason = path, reason
+        super().__init__(f"{path if path is not None else '<in-memory MIDI>'}: {reason}")
 
 
 class ConfigError(PianolabError):
     """A run config key or command-line flag ``key`` is not valid: ``reason`` (chapter 04_training)."""
 
     def __init__(self, key, reason):
-        self.key = key
-        self.reason = reason
+        self.key, self.reason = key, reason
         super().__init__(f"{key}: {reason}")

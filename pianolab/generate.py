@@ -34,37 +34,33 @@ _CHUNK = 48  # time steps sampled between two progress-bar updates
 
 
 class ConvLayer(NamedTuple):
-    """One dilated layer, ``y[t] = act(x[t - d] @ kernel[0] + x[t] @ kernel[1] + bias)``
-    (chapter 05_fast_wavenet)."""
+    """One dilated layer, ``y[t] = act(x[t - d] @ kernel[0] + x[t] @ kernel[1] + bias)``: ``kernel`` float32
+    ``[2, c_in, c_out]``, ``bias`` ``[c_out]``, ``dilation``, ``activation`` (chapter 05_fast_wavenet)."""
 
-    kernel: np.ndarray  # float32 [2, c_in, c_out]; tap 0 multiplies the OLDER input x[t - d]
-    bias: np.ndarray  # float32 [c_out]
+    kernel: np.ndarray
+    bias: np.ndarray
     dilation: int
-    activation: str  # one of pianolab._kernel.ACTIVATIONS
+    activation: str
 
 
 def read_layers(model):
     """A pianolab Keras model -> ``(layers, w_out, b_out)``: its :class:`ConvLayer` list, the output
     weights (float32 ``[c_last]``) and bias (chapter 05_fast_wavenet).
 
-    Anything but pianolab's layout raises ``ValueError`` naming the layer and what was found. The
-    layout: ``Conv1D`` layers with kernel size 2, stride 1, 'valid' padding, a bias, an activation
-    in ``pianolab._kernel.ACTIVATIONS`` and dilation ``2**i`` (``i`` from 0 in each block), each
-    taking the channels of the one before (one input channel first), then a 1x1 ``Conv1D`` with one
-    filter, a bias and a sigmoid.
+    Anything but :func:`~pianolab.model.build_model`'s layout (a chain of kernel-2 ``Conv1D`` layers,
+    dilation ``2**i`` from 1 in each block, then a 1x1 sigmoid) raises ``ValueError`` naming the layer.
     """
     import keras
 
     layers = [lay for lay in model.layers if not isinstance(lay, keras.layers.InputLayer)]
     convs, c_in = [], 1
     for i, lay in enumerate(layers):
-        last = i == len(layers) - 1
-        where = f"layer {i + 1} ({lay.name!r}, {type(lay).__name__})"
+        last, where = i == len(layers) - 1, f"layer {i + 1} ({lay.name!r}, {type(lay).__name__})"
         want = "the 1x1 Conv1D output layer" if last else "a dilated Conv1D layer with kernel size 2"
         if type(lay) is not keras.layers.Conv1D:
             raise ValueError(f"{where}: expected {want}, found {type(lay).__name__}")
-        act = getattr(lay.activation, "__name__", str(lay.activation))
-        d, prev = int(lay.dilation_rate[0]), convs[-1].dilation if convs else 0
+        act, d = getattr(lay.activation, "__name__", str(lay.activation)), int(lay.dilation_rate[0])
+        prev = convs[-1].dilation if convs else 0
         found = dict(kernel_size=tuple(lay.kernel_size), strides=tuple(lay.strides), padding=lay.padding,
                      groups=lay.groups, data_format=lay.data_format, use_bias=lay.use_bias, activation=act,
                      filters=lay.filters, dilation=d)
@@ -91,19 +87,14 @@ def read_layers(model):
 
 
 def _edge_thresholds(edge_aversion, n_keys):
-    if edge_aversion is True:
-        thr = EDGE_THRESHOLDS
-    elif edge_aversion is False or edge_aversion is None:
-        thr = ()
-    else:
-        try:
-            thr = tuple(float(v) for v in edge_aversion)
-        except (TypeError, ValueError):
-            raise ValueError(f"edge_aversion must be True, False or a sequence of thresholds, got "
-                             f"{edge_aversion!r}") from None
-        if not all(0 <= v <= 1 for v in thr):
-            raise ValueError(f"edge-aversion thresholds must lie in [0, 1], got {thr}")
-    return np.asarray(thr[: (n_keys + 1) // 2], np.float32)
+    thr = EDGE_THRESHOLDS if edge_aversion is True else () if edge_aversion is False or edge_aversion is None else edge_aversion
+    try:
+        thr = np.asarray(thr, np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"edge_aversion must be True, False or a sequence of thresholds, got {edge_aversion!r}") from None
+    if not ((0 <= thr) & (thr <= 1)).all():
+        raise ValueError(f"edge-aversion thresholds must lie in [0, 1], got {thr.tolist()}")
+    return thr[: (n_keys + 1) // 2]
 
 
 def _positive(value, name):

@@ -1,24 +1,15 @@
 """Statistics of music, and how close a generated set is to real pieces (chapters 06_shallow_vs_deep
-and 07_training_length). Plain numpy on binary rolls ``[time steps, keys]`` and their encoding.
+and 07_training_length); plain numpy on binary rolls ``[time steps, keys]``.
 
-The statistics of a roll (also over consecutive time windows, to see a performance drift):
-
-* ``notes_per_second`` -- onsets (a key going down, or down at the first step) per second;
-* ``key_down_rate`` -- fraction of key states that are down;
-* ``polyphony`` -- keys down per *sounding* step (0 if the roll is silent);
-* ``pitch_range`` -- highest minus lowest sounding MIDI pitch, in semitones (0 if silent);
-* ``pitch_count`` -- number of different pitches sounded;
-* ``silence_fraction`` -- fraction of steps with no key down;
-* ``pitch_class_histogram`` -- share of the onsets on each pitch class C..B (zeros if none).
-
-:func:`compare_sets` follows Yang and Lerch, "On the evaluation of generative models in music"
-(Neural Computing and Applications, 2018) and their ``mgeval`` code: for each statistic, the
-*intra-set* distances (between reference pieces) and the *inter-set* distances (reference piece to
-generated piece) are smoothed by a Gaussian kernel density estimate (Scott's bandwidth, as
-``scipy.stats.gaussian_kde``); the *overlap area* of the two densities is 1 when the generated pieces
-are as close to the reference as the reference pieces are to each other. Unlike ``mgeval``, the
+A roll's statistics (also over consecutive windows, to see a performance drift): ``notes_per_second``
+(onsets), ``key_down_rate``, ``polyphony`` (keys down per sounding step), ``pitch_range`` and
+``pitch_count`` (of the sounding pitches), ``silence_fraction`` (steps with no key down) and the
+``pitch_class_histogram`` of the onsets. :func:`compare_sets` follows Yang and Lerch (2018) and their
+``mgeval``: per statistic, the Gaussian KDEs (Scott's bandwidth) of the intra-set distances (between
+reference pieces) and of the inter-set distances (reference to generated) overlap with area 1 when the
+generated pieces are as close to the reference as the reference pieces are to each other (the
 densities are integrated on a grid reaching 4 bandwidths past the samples, so a set overlaps itself
-exactly. Pitch classes are also compared by ``KL(reference || generated)`` of the pooled histograms.
+exactly); pitch classes are also compared by ``KL(reference || generated)``.
 """
 
 import numpy as np

@@ -28,33 +28,19 @@ PRESETS = {
 }
 
 
-def preset(name):
-    """The ``filter_increments`` of a named preset, a fresh copy (chapter 03_receptive_field)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-    return [list(block) for block in PRESETS[name]]
-
-
-def check_increments(filter_increments):
-    """``filter_increments`` as lists, or ``ValueError`` saying what is wrong (chapter 03_receptive_field)."""
-    if isinstance(filter_increments, str):
-        filter_increments = preset(filter_increments)
-    blocks = [list(b) for b in filter_increments]
-    if not blocks or any(len(b) == 0 for b in blocks):
-        raise ValueError("filter_increments needs at least one block, each with at least one layer")
-    for b in blocks:
-        for inc in b:
-            if int(inc) != inc or inc < 0:
-                raise ValueError(f"filter increments must be whole numbers >= 0, got {inc!r}")
+def layer_plan(filter_increments):
+    """``[(filters, dilation), ...]`` for every dilated layer of ``filter_increments`` (a list of blocks or
+    a preset's name), in order; ``ValueError`` says what is wrong with them (chapter 03_receptive_field)."""
+    if isinstance(filter_increments, str) and filter_increments not in PRESETS:
+        raise ValueError(f"unknown model preset {filter_increments!r}; choose one of {sorted(PRESETS)}")
+    blocks = [list(b) for b in (PRESETS[filter_increments] if isinstance(filter_increments, str) else filter_increments)]
+    if not blocks or not all(blocks) or not all(isinstance(i, (int, np.integer)) and i >= 0 for b in blocks for i in b):
+        raise ValueError(f"filter_increments needs one or more blocks, each a non-empty list of whole numbers "
+                         f">= 0, got {filter_increments!r}")
     if blocks[0][0] < 1:
         raise ValueError("the first layer needs at least one filter")
-    return blocks
-
-
-def layer_plan(filter_increments):
-    """``[(filters, dilation), ...]`` for every dilated layer, in order (chapter 03_receptive_field)."""
     plan, filters = [], 0
-    for block in check_increments(filter_increments):
+    for block in blocks:
         for i, inc in enumerate(block):
             filters += int(inc)
             plan.append((filters, 2**i))
@@ -98,20 +84,14 @@ def build_model(filter_increments, *, output_bias=0.0, activation="elu", name="p
     plan = layer_plan(filter_increments)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    inputs = keras.Input(shape=(None, 1), name="key_states")
-    x = inputs
-    block, prev_d = 0, None
+    x = inputs = keras.Input(shape=(None, 1), name="key_states")
+    block = -1
     for filters, d in plan:
-        if d == 1 and prev_d is not None:
-            block += 1
-        i = int(round(math.log2(d)))
+        block += d == 1  # layer i of a block has dilation 2**i
         x = keras.layers.Conv1D(filters, 2, dilation_rate=d, padding="valid", activation=activation,
-                                name=f"block{block}_layer{i}")(x)
-        prev_d = d
-    outputs = keras.layers.Conv1D(
-        1, 1, activation="sigmoid", name="output",
-        bias_initializer=keras.initializers.Constant(float(output_bias)),
-    )(x)
+                                name=f"block{block}_layer{d.bit_length() - 1}")(x)
+    outputs = keras.layers.Conv1D(1, 1, activation="sigmoid", name="output",
+                                  bias_initializer=keras.initializers.Constant(float(output_bias)))(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -132,6 +112,4 @@ def impulse_response(model, length, position):
     base = np.zeros((1, length, 1), dtype="float32")
     hit = base.copy()
     hit[0, position, 0] = 1.0
-    y0 = np.asarray(model(base, training=False))[0, :, 0]
-    y1 = np.asarray(model(hit, training=False))[0, :, 0]
-    return np.abs(y1 - y0) > 0
+    return np.abs(np.asarray(model(hit, training=False)) - np.asarray(model(base, training=False)))[0, :, 0] > 0

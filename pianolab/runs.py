@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .windows import Windows, evaluation_windows
+from .windows import Windows
 from .config import RunConfig
 from .encoding import Encoding
 from .errors import ConfigError
@@ -25,22 +25,22 @@ HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "val_nats_per_step", "batch
 
 
 class History:
-    """The rows of ``history.csv`` (chapter 06_shallow_vs_deep); columns as arrays (``history.val_loss``,
-    NaN where a row has no value), ``history.rows`` the raw dicts."""
+    """The rows of ``history.csv`` (chapter 06_shallow_vs_deep): ``history.rows`` the dicts, a column as an
+    array (``history.val_loss``, NaN where a row has no value)."""
 
     def __init__(self, rows=()):
         self.rows = [dict(r) for r in rows]
 
     @classmethod
     def read(cls, path):
-        """Read ``history.csv`` (or a run directory's)."""
-        path = Path(path)
-        path = path / "history.csv" if path.is_dir() else path
+        """Read ``history.csv`` or a run directory's (no file: no rows)."""
+        path = Path(path) / "history.csv" if Path(path).is_dir() else Path(path)
         if not path.is_file():
             return cls()
+        ints = ("step", "batch_size", "key_states")
         with open(path, newline="") as f:
-            return cls([{k: None if v in ("", None) else int(float(v)) if k in ("step", "batch_size", "key_states")
-                         else float(v) for k, v in r.items()} for r in csv.DictReader(f)])
+            return cls([{k: None if v in ("", None) else int(float(v)) if k in ints else float(v) for k, v in r.items()}
+                        for r in csv.DictReader(f)])
 
     def to_csv(self, path):
         buf = io.StringIO()
@@ -59,16 +59,14 @@ class History:
             return self.column(name)
         raise AttributeError(name)
 
-    @property
-    def final_step(self):
-        return int(self.rows[-1]["step"]) if self.rows else 0
+    def __len__(self):
+        return len(self.rows)
+
+    final_step = property(lambda self: int(self.rows[-1]["step"]) if self.rows else 0)
 
     def as_dict(self):
         """Columns as lists (what :func:`pianolab.plots.plot_loss` also accepts)."""
         return {c: [r.get(c) for r in self.rows] for c in HISTORY_COLUMNS}
-
-    def __len__(self):
-        return len(self.rows)
 
 
 def _plot_history(history, path):
@@ -78,20 +76,18 @@ def _plot_history(history, path):
     ax = fig.add_subplot(1, 1, 1)
     for name, style in (("train_loss", "-"), ("val_loss", "o-")):
         y = history.column(name)
-        if np.isfinite(y).any():
-            ok = np.isfinite(y)
-            ax.plot(history.column("step")[ok], y[ok], style, markersize=3, label=name.split("_")[0])
+        ok = np.isfinite(y)
+        ax.plot(history.step[ok], y[ok], style, markersize=3, label=name.split("_")[0])
     ax.set(xlabel="training step", ylabel="loss (nats per key state)")
     ax.grid(True, alpha=0.3)
-    if ax.lines:
-        ax.legend()
+    ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     _io.write_bytes(path, buf.getvalue())
 
 
 def bce(y, p):
-    """Binary cross-entropy in nats, float64, probabilities clipped like Keras' (chapter 04_training)."""
+    """Binary cross-entropy in nats, float64, probabilities clipped like Keras' (chapter 02_chain_rule)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
 
@@ -113,16 +109,15 @@ def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed
     """
     rf, n, n_keys = model_receptive_field(model), int(n_targets or 8192), split.encoding.n_keys
     if windows is None and n_windows is None:
-        batches = evaluation_windows(split, rf, n, batch_size=batch_size)
+        batches = Windows(split, rf, n).tiles(batch_size)
     else:
         xs, ys, ws = windows if windows is not None else validation_windows(split, rf, n, n_windows, seed)
-        batches = ((xs[i:i + batch_size].astype(np.float32)[..., None], ys[i:i + batch_size].astype(np.float32)[..., None],
-                    ws[i:i + batch_size]) for i in range(0, len(xs), batch_size))
+        batches = ((xs[i:i + batch_size, :, None], ys[i:i + batch_size, :, None], ws[i:i + batch_size])
+                   for i in range(0, len(xs), batch_size))
     total = count = 0.0
     for x, y, w in batches:
-        p = np.asarray(model.predict_on_batch(x))[..., 0]
-        total += float((bce(y[..., 0], p) * w).sum())
-        count += float(w.sum())
+        p = np.asarray(model.predict_on_batch(x.astype(np.float32)))[..., 0]
+        total, count = total + float((bce(y[..., 0], p) * w).sum()), count + float(w.sum())
     loss = total / count if count else math.nan
     return {"loss_per_state": loss, "nats_per_step": loss * n_keys, "key_states": int(count), "n_keys": n_keys}
 
@@ -131,9 +126,8 @@ def _architecture(config):
     return build_model(config.filter_increments, activation=config.model.activation)
 
 
-def run_path(path):
-    """A run directory, ``.keras`` file or the name of a shipped model under ``data/models``, as a path
-    (chapter 06_shallow_vs_deep)."""
+def _run_path(path):
+    """A run directory, ``.keras`` file or the name of a shipped model under ``data/models``, as a path."""
     path = Path(path).expanduser()
     return models_dir() / path if not path.exists() and (models_dir() / path).exists() else path
 
@@ -143,7 +137,7 @@ def load_model(path, which="latest", compile=False):
     'best' = best.keras) or a shipped model's name (chapter 04_training)."""
     import keras
 
-    path = run_path(path)
+    path = _run_path(path)
     if which not in ("latest", "best"):
         raise ConfigError("which", f"expected 'latest' or 'best', got {which!r}")
     if path.is_dir():
@@ -160,27 +154,26 @@ def load_model(path, which="latest", compile=False):
 
 def load_run(run_dir, which="latest"):
     """``(config, model)`` of a run directory or shipped model (chapter 04_training)."""
-    return RunConfig.from_json(run_path(run_dir) / "config.json"), load_model(run_dir, which=which)
+    return RunConfig.from_json(_run_path(run_dir) / "config.json"), load_model(run_dir, which=which)
 
 
-def snapshot_path(run_dir, step):
-    """Where a run keeps its weight snapshot of ``step`` (chapter 07_training_length)."""
-    return run_path(run_dir) / "snapshots" / f"step-{int(step):06d}.weights.h5"
+def _snapshot_path(run_dir, step):
+    return _run_path(run_dir) / "snapshots" / f"step-{int(step):06d}.weights.h5"
 
 
 def snapshot_steps(run_dir):
     """The steps at which a run kept a weight snapshot, ascending (chapter 07_training_length)."""
-    found = (re.fullmatch(r"step-(\d+)\.weights\.h5", p.name) for p in (run_path(run_dir) / "snapshots").glob("*"))
+    found = (re.fullmatch(r"step-(\d+)\.weights\.h5", p.name) for p in (_run_path(run_dir) / "snapshots").glob("*"))
     return sorted(int(m.group(1)) for m in found if m)
 
 
 def load_snapshot(run_dir, step):
     """A run's model as it was at snapshot ``step`` (chapter 07_training_length)."""
-    path = snapshot_path(run_dir, step)
+    path = _snapshot_path(run_dir, step)
     if not path.is_file():
-        raise ConfigError("step", f"{run_path(run_dir)} has no snapshot at step {step}; it has "
+        raise ConfigError("step", f"{_run_path(run_dir)} has no snapshot at step {step}; it has "
                                   f"{snapshot_steps(run_dir) or 'none (set training.snapshot_at to keep some)'}")
-    model = _architecture(RunConfig.from_json(run_path(run_dir) / "config.json"))
+    model = _architecture(RunConfig.from_json(_run_path(run_dir) / "config.json"))
     model.load_weights(path)
     return model
 
@@ -188,6 +181,6 @@ def load_snapshot(run_dir, step):
 def encoding_of(run_dir):
     """The :class:`~pianolab.encoding.Encoding` a run or shipped model was trained with, from its
     ``config.json`` (the default encoding when it has none) (chapter 09_pianonet_models)."""
-    path = run_path(run_dir)
-    path = path.parent if path.is_file() else path
-    return RunConfig.from_json(path / "config.json").encoding if (path / "config.json").is_file() else Encoding()
+    path = _run_path(run_dir)
+    config = (path.parent if path.is_file() else path) / "config.json"
+    return RunConfig.from_json(config).encoding if config.is_file() else Encoding()

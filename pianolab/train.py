@@ -25,7 +25,7 @@ from .config import RunConfig
 from .errors import ConfigError, PianolabError
 from .model import build_model, count_params, layer_plan, logit
 from .runs import (History, _architecture, _plot_history, evaluate, load_model, load_run,  # noqa: F401
-                   load_snapshot, snapshot_path, snapshot_steps, validation_windows)
+                   load_snapshot, _snapshot_path, snapshot_steps, validation_windows)
 
 class TrainingError(PianolabError):
     """A run had to stop, e.g. because the loss became NaN (chapter 04_training)."""
@@ -37,9 +37,9 @@ def _batch(windows, seed, step, batch_size):
     return x.astype(np.float32)[..., None], y.astype(np.float32)[..., None], w
 
 
-def open_dataset(config, progress=True):
-    """The dataset a run config names: ``data.dataset``, else the (cached) dataset of ``data.corpus``
-    (chapter 04_training). Benchmark data comes from :func:`pianolab.benchmark.dataset`."""
+def _open_dataset(config, progress=True):
+    """The dataset a run config names: ``data.dataset``, else the (cached) dataset of ``data.corpus``;
+    benchmark data comes from :func:`pianolab.benchmark.dataset`."""
     d = config.data
     if d.benchmark is not None:
         raise ConfigError("data.benchmark", f"pass dataset=pianolab.benchmark.dataset({d.benchmark!r}), or train "
@@ -74,31 +74,13 @@ def _check_data(config, dataset):
                                                 f"states of the training split, got {config.training.n_targets}")
 
 
-
-
-def make_model(config, dataset):
-    """The untrained model of a run config; ``output_bias='calibrated'`` puts the output bias at the
-    logit of the training split's key-down rate (chapter 02_chain_rule)."""
+def _make_model(config, dataset):
+    """The untrained model of a run config; ``output_bias='calibrated'``: the logit of the training
+    split's key-down rate."""
     bias = config.model.output_bias
-    if bias == "calibrated":
-        seq = dataset.train.sequence
-        bias = logit(float(np.count_nonzero(seq) / max(1, seq.shape[0])))
+    bias = logit(dataset.train.key_down_rate) if bias == "calibrated" else bias
     return build_model(config.filter_increments, output_bias=float(bias), activation=config.model.activation,
                        seed=config.training.seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# The trainer
-
-
-def _compile(model, config):
-    import keras
-
-    t = config.training
-    lr = t.lr if t.lr_final is None else keras.optimizers.schedules.CosineDecay(t.lr, max(1, t.steps), t.lr_final / t.lr)
-    loss = keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight")  # per key state inside a piece
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, jit_compile=_jit(config))
-    return model
 
 
 def _jit(config):
@@ -107,11 +89,20 @@ def _jit(config):
     return True if keras.backend.backend() == "jax" else config.training.jit_compile  # JAX is eager without
 
 
-class Trainer:
-    """One run directory's training state (chapter 04_training): ``Trainer(run_dir, config,
-    dataset)`` resumes from the newest checkpoint or builds a fresh model; ``train_steps(k)`` runs
-    ``k`` optimizer steps; ``run(total)`` trains up to ``total`` steps with validation, history,
-    checkpoints, snapshots and a progress bar."""
+def _compile(model, config):
+    import keras
+
+    t = config.training
+    lr = t.lr if t.lr_final is None else keras.optimizers.schedules.CosineDecay(t.lr, max(1, t.steps), t.lr_final / t.lr)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), jit_compile=_jit(config),
+                  loss=keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight"))  # per key state
+    return model
+
+
+class _Trainer:
+    """One run directory's training state: ``_Trainer(run_dir, config, dataset)`` resumes from the
+    newest checkpoint or builds a fresh model; ``train_steps(k)`` runs ``k`` optimizer steps;
+    ``run(total)`` trains up to ``total`` steps with validation, history, checkpoints and snapshots."""
 
     def __init__(self, run_dir, config, dataset, progress=True):
         import keras
@@ -121,8 +112,7 @@ class Trainer:
         for folder in (self.run_dir, self.ckpt_dir, self.run_dir / "snapshots"):
             _io.remove_temp_files(folder)  # debris of writes killed half-way
         self.windows = Windows(dataset.train, config.receptive_field, config.training.n_targets)
-        self._val = self._twin = None
-        self.strategy = None
+        self._val = self._twin = self.strategy = None
         if config.training.distribute == "mirrored":
             import tensorflow as tf  # the config allows 'mirrored' on the TensorFlow backend only
 
@@ -134,7 +124,7 @@ class Trainer:
         state = self._read_state()
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             if state is None:
-                self.model = _compile(make_model(config, dataset), config)
+                self.model = _compile(_make_model(config, dataset), config)
                 self.step, self.seconds, self.key_states, self.pending = 0, 0.0, 0, [0.0, 0]
                 self.best_val, self.checkpoint_step, self.history = math.inf, None, History()
             else:
@@ -182,7 +172,7 @@ class Trainer:
         compiled model's ``save_weights`` adds the Adam moments)."""
         self._twin = self._twin or _architecture(self.config)
         self._twin.set_weights(self.model.get_weights())
-        with _io.atomic_path(snapshot_path(self.run_dir, self.step), suffix=".weights.h5") as tmp:
+        with _io.atomic_path(_snapshot_path(self.run_dir, self.step), suffix=".weights.h5") as tmp:
             self._twin.save_weights(tmp)
 
     def train_steps(self, k, bar=None, batch_size=None):
@@ -310,12 +300,12 @@ def train(run_dir, config=None, steps=None, progress=True, *, dataset=None):
                                     "a new run directory, or resume it without a new config")
     if steps is not None and not (type(steps) is int and steps >= 0):
         raise ConfigError("steps", f"expected a whole number >= 0, got {steps!r}")
-    dataset = dataset if dataset is not None else open_dataset(config, progress=progress)
+    dataset = dataset if dataset is not None else _open_dataset(config, progress=progress)
     _check_data(config, dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
     if existing is None or existing.to_dict() != config.to_dict():
         config.to_json(path)
-    return Trainer(run_dir, config, dataset, progress=progress).run(config.training.steps if steps is None else steps)
+    return _Trainer(run_dir, config, dataset, progress=progress).run(config.training.steps if steps is None else steps)
 
 
 def describe(config):

@@ -58,13 +58,11 @@ class Windows:
         """Draw ``batch_size`` windows uniformly from all windows: (pieces, us)."""
         return self.locate(rng.integers(0, self.n_windows, size=int(batch_size)))
 
-
-def evaluation_windows(split, receptive_field, n_targets, batch_size=8):
-    """Windows that score every key state of a split exactly once (chapter 04_training): each piece
-    tiled by windows with first targets 0, N, 2N, ...; the last one reaches past the piece's end,
-    where its weight is 0. Yields float32 ``x [B, RF+N-1, 1]``, ``y [B, N, 1]``, ``w [B, N]``."""
-    w = Windows(split, receptive_field, n_targets)
-    plan = [(p, u) for p, length in enumerate(w.lengths) for u in range(0, int(length), w.n_targets)]
-    for i in range(0, len(plan), batch_size):
-        x, y, weight = w.cut(*zip(*plan[i:i + batch_size]))
-        yield x.astype(np.float32)[..., None], y.astype(np.float32)[..., None], weight
+    def tiles(self, batch_size=8):
+        """Batches that score every key state exactly once: each piece tiled by windows with first
+        targets 0, N, 2N, ... (the last one's weight is 0 past the piece's end); float32 ``x [B,
+        RF+N-1, 1]``, ``y [B, N, 1]``, ``w [B, N]``."""
+        plan = [(p, u) for p, length in enumerate(self.lengths) for u in range(0, int(length), self.n_targets)]
+        for i in range(0, len(plan), batch_size):
+            x, y, w = self.cut(*zip(*plan[i:i + batch_size]))
+            yield x.astype(np.float32)[..., None], y.astype(np.float32)[..., None], w

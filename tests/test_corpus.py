@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pianolab import corpus
+from pianolab.settings import data_dir
 from pianolab.encoding import midi_to_roll, write_midi
 from pianolab.errors import ConfigError
 
@@ -35,7 +36,7 @@ def test_corpus_sources_are_unique_chorales_and_keyboard_works():
     from music21 import corpus as m21
 
     listed = list(m21.chorales.Iterator(returnType="filename"))
-    sources, missing = corpus.corpus_sources()
+    sources, missing = corpus._sources()
     chorales = [s for s in sources if s["name"].startswith("chorales/")]
     keyboard = [s for s in sources if s["name"].startswith("keyboard/")]
     assert len(listed) > len(set(listed))  # the iterator repeats some chorales...
@@ -49,7 +50,7 @@ def test_corpus_sources_are_unique_chorales_and_keyboard_works():
 
 
 def _small_sources():
-    sources, _ = corpus.corpus_sources()
+    sources, _ = corpus._sources()
     by_work = {s["work"]: s for s in sources}
     return [by_work["bach/bwv10.7"], by_work["bach/bwv269"], by_work["mozart/k545/movement1_exposition"]]
 
@@ -86,14 +87,14 @@ def test_corpus_export_is_deterministic_and_reports_failures(tmp_path, capsys):
 def test_the_real_default_corpus_is_cached():
     """`make test` builds the default corpus before pytest; this checks it (or builds it)."""
     folder = corpus.default_corpus(progress=False)
-    assert folder == corpus.default_corpus_dir()
+    assert folder == data_dir() / "corpus" / "default"
     manifest = corpus.corpus_manifest(folder)
     assert manifest["version"] == corpus.CORPUS_VERSION
     files = corpus.midi_files(folder)
     assert len(files) == len(manifest["pieces"])
     # every source of this music21 is there, except the ones the manifest lists as failed
     failed = {f["name"] for f in manifest["failed"] if f["name"]}
-    sources, _ = corpus.corpus_sources()
+    sources, _ = corpus._sources()
     assert sorted(corpus.piece_name(f, folder) for f in files) == [s["name"] for s in sources if s["name"] not in failed]
     assert manifest["seconds"] / 60 > 150  # about 3.4 hours of music
     # reused, not rebuilt: no file is rewritten by a second call

@@ -73,14 +73,14 @@ def test_split_is_by_piece_disjoint_and_seeded(midi_folder, tmp_path):
     np.testing.assert_array_equal(again.train.sequence, ds.train.sequence)
     # the split function itself
     names = [f"piece{i:03d}" for i in range(100)]
-    tr, va = data.split_pieces(names, 0.1, seed=0)
+    tr, va = data._split_pieces(names, 0.1, seed=0)
     assert len(va) == 10 and not set(tr) & set(va) and sorted(tr + va) == names
-    assert data.split_pieces(names, 0.1, seed=0) == (tr, va)
-    assert data.split_pieces(names, 0.1, seed=1)[1] != va
-    assert data.split_pieces(names[::-1], 0.1, seed=0) == (tr, va)  # order of listing is irrelevant
-    assert data.split_pieces(["x", "y"], 0.01, seed=0)[1] != []  # at least one validation piece
-    assert data.split_pieces(["x"], 0.5, seed=0) == (["x"], [])
-    assert data.split_pieces(names, 0.0, seed=0) == (names, [])
+    assert data._split_pieces(names, 0.1, seed=0) == (tr, va)
+    assert data._split_pieces(names, 0.1, seed=1)[1] != va
+    assert data._split_pieces(names[::-1], 0.1, seed=0) == (tr, va)  # order of listing is irrelevant
+    assert data._split_pieces(["x", "y"], 0.01, seed=0)[1] != []  # at least one validation piece
+    assert data._split_pieces(["x"], 0.5, seed=0) == (["x"], [])
+    assert data._split_pieces(names, 0.0, seed=0) == (names, [])
 
 
 def test_tempo_stretched_clones(midi_folder, tmp_path):
@@ -94,7 +94,7 @@ def test_tempo_stretched_clones(midi_folder, tmp_path):
         assert len(group) == 1 + 3  # the piece and 3 clones
         assert group[0]["stretch"] == 1.0 and group[0]["name"] == source
         factors = [e["stretch"] for e in group[1:]]
-        assert factors == data.stretch_factors(source, 3, (0.8, 1.2), seed=3)
+        assert factors == data._stretch_factors(source, 3, (0.8, 1.2), seed=3)
         for c, f in enumerate(factors):  # one factor in each third of the range
             assert 0.8 + 0.4 * c / 3 <= f <= 0.8 + 0.4 * (c + 1) / 3
         for e in group:
@@ -104,8 +104,8 @@ def test_tempo_stretched_clones(midi_folder, tmp_path):
         want = roll_to_sequence(midi_to_roll(paths[source], time_scale=clone["stretch"]))
         np.testing.assert_array_equal(ds.train.piece(clone["name"]), want)
     assert all(e["stretch"] == 1.0 for e in ds.val.entries)  # validation is not augmented
-    assert data.stretch_factors("x", 5, seed=0) != data.stretch_factors("x", 5, seed=1)
-    assert data.stretch_factors("x", 0) == []
+    assert data._stretch_factors("x", 5, seed=0) != data._stretch_factors("x", 5, seed=1)
+    assert data._stretch_factors("x", 0) == []
 
 
 def test_transpose_roll_moves_keys_or_refuses():
@@ -282,7 +282,7 @@ def test_statistics_of_a_synthetic_split():
 
 def test_the_real_default_dataset():
     """The default dataset (built by `make corpus`): every corpus piece, split by piece, about 5% keys down."""
-    ds = data.load_dataset(data.default_dataset(progress=False))
+    ds = data.load_dataset()
     st = ds.index["stats"]["corpus"]
     assert st["pieces"] == len(corpus_manifest()["pieces"]) - len(ds.index["skipped"])
     assert st["minutes"] == pytest.approx(corpus_manifest()["seconds"] / 60, rel=0.02)

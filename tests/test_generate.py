@@ -256,7 +256,7 @@ def test_one_seed_per_stream():
 def test_corpus_piece_as_seed():
     from pianolab import corpus
 
-    folder = corpus.default_corpus_dir()
+    folder = corpus.default_corpus(progress=False)
     files = corpus.midi_files(folder) if folder.is_dir() else []
     if len(files) < 2:
         pytest.skip("the default corpus is not built (make corpus builds it)")

@@ -19,7 +19,6 @@ from pianolab.model import (  # noqa: E402
     layer_plan,
     logit,
     model_receptive_field,
-    preset,
     receptive_field,
 )
 
@@ -31,7 +30,7 @@ def test_preset_params_and_receptive_field_match_the_built_model(name):
     assert model_receptive_field(model) == receptive_field(name)
     # the dilated layers, in order, have the filters and dilations the plan says
     conv = [layer for layer in model.layers if hasattr(layer, "dilation_rate") and layer.name != "output"]
-    assert [(layer.filters, layer.dilation_rate[0]) for layer in conv] == layer_plan(preset(name))
+    assert [(layer.filters, layer.dilation_rate[0]) for layer in conv] == layer_plan(PRESETS[name])
     # 'valid' padding: RF + N - 1 inputs give N outputs
     assert model.compute_output_shape((2, receptive_field(name) + 9, 1)) == (2, 10, 1)
 
@@ -40,7 +39,7 @@ def test_receptive_field_and_parameters_by_hand():
     # two blocks of 12 layers at dilations 1..2048: RF = 1 + 2 * (2**12 - 1)
     assert receptive_field("pianonet_mini") == 1 + 2 * (2**12 - 1)
     # micro_1: blocks of 13, 11, 8 and 4 layers
-    assert [len(b) for b in preset("micro_1")] == [13, 11, 8, 4] and len(layer_plan("micro_1")) == 36
+    assert [len(b) for b in PRESETS["micro_1"]] == [13, 11, 8, 4] and len(layer_plan("micro_1")) == 36
     # a 2-tap conv from c_in to c_out channels has 2 * c_in * c_out weights and c_out biases; 1x1 output
     assert count_params([[3, 2]]) == (2 * 1 * 3 + 3) + (2 * 3 * 5 + 5) + (5 + 1)
     # dilation restarts at 1 in every block; filters accumulate across blocks
@@ -53,8 +52,8 @@ def test_bad_increments_are_refused():
     for bad in ([], [[]], [[0, 2]], [[2, -1]], [[2.5]]):
         with pytest.raises(ValueError):
             layer_plan(bad)
-    with pytest.raises(KeyError):
-        preset("nope")
+    with pytest.raises(ValueError, match="unknown model preset 'nope'"):
+        layer_plan("nope")
 
 
 def _expected_moved(k, length, rf):

@@ -1,6 +1,7 @@
 """Hygiene of the repository as a reader meets it: the two commands, clean notebooks, a complete
 table of contents, conda and pip in step, and every public function pointing at its chapter."""
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -15,7 +16,7 @@ import pytest
 import pianolab
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER_RE = re.compile(r"chapter (\d\d_[a-z0-9_]+)")
+CHAPTER_RE = re.compile(r"\bchapters? \d\d_[a-z0-9_]+(?:(?:,| and|, and) \d\d_[a-z0-9_]+)*")
 
 
 def _normalize(name):
@@ -180,19 +181,57 @@ def _public_objects():
     return out
 
 
-def test_every_public_function_names_its_chapter():
-    chapters = _chapter_names()
-    without, unknown = [], []
+def _chapter_names_used():
+    """{chapter: the names its code cells use}: every name, attribute and imported name, read with
+    ``ast`` (so a name in a string or a comment does not count)."""
+    import ast
+
+    import nbformat
+
+    used = {}
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        names = used.setdefault(path.stem, set())
+        for cell in nbformat.read(path, 4).cells:
+            if cell.cell_type != "code":
+                continue
+            if re.search(r'"-m",\s*"pianolab"', cell.source):
+                names.add("main")  # `python -m pianolab` runs pianolab.cli.main
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Name):
+                    names.add(node.id)
+                elif isinstance(node, ast.Attribute):
+                    names.add(node.attr)
+                elif isinstance(node, ast.alias):
+                    names.add(node.name.rsplit(".", 1)[-1])
+    return used
+
+
+def _records(obj):
+    """Exceptions, dataclasses and named tuples are met in a chapter, not called: their tag must name one
+    that exists."""
+    return inspect.isclass(obj) and (issubclass(obj, (BaseException, tuple)) or dataclasses.is_dataclass(obj))
+
+
+def test_every_public_function_names_the_chapter_that_calls_it():
+    """libfmp's convention: a public function's docstring names the chapter that uses it, and that
+    chapter's code really calls it (its name appears in a code cell); what no chapter calls is private."""
+    used, chapters = _chapter_names_used(), _chapter_names()
+    without, unknown, not_called = [], [], []
     for qualname, obj in _public_objects():
-        found = CHAPTER_RE.findall(inspect.getdoc(obj) or "")
+        found = [c for tag in CHAPTER_RE.findall(inspect.getdoc(obj) or "") for c in re.findall(r"\d\d_[a-z0-9_]+", tag)]
         if not found:
             without.append(qualname)
         unknown.extend(f"{qualname} -> {c}" for c in found if c not in chapters)
+        name = qualname.rsplit(".", 1)[1]
+        if found and not _records(obj) and not any(name in used.get(c, ()) for c in found):
+            not_called.append(f"{qualname} -> {', '.join(found)}")
     assert not unknown, "docstrings naming a chapter that is not in _toc.yml: " + ", ".join(unknown)
     assert not without, (
         "public functions/classes whose docstring names no chapter (write e.g. "
         "'(chapter 05_fast_wavenet)'): " + ", ".join(without)
     )
+    assert not not_called, "docstrings naming a chapter that never calls them: " + "; ".join(not_called)
 
 
 def _installer_cell():
@@ -320,7 +359,7 @@ def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp
 # ---------------------------------------------------------------- the package's shape
 
 STAGES = ["errors", "_io", "settings", "encoding", "corpus", "data", "windows", "model", "config", "runs", "train",
-          "benchmark", "pianonet", "_kernel", "generate", "audio", "plots", "metrics", "panel", "cli", "__main__"]
+          "benchmark", "pianonet", "_kernel", "generate", "audio", "plots", "metrics", "cli", "__main__"]
 
 
 def _pianolab_imports(path):

@@ -12,8 +12,8 @@ from pianolab.encoding import Encoding
 from pianolab.errors import ConfigError
 from pianolab.model import count_params, receptive_field
 from pianolab.runs import (HISTORY_COLUMNS, History, bce, encoding_of, evaluate, load_model, load_run,
-                           load_snapshot, run_path, snapshot_path, snapshot_steps, validation_windows)
-from pianolab.train import make_model, train
+                           load_snapshot, _run_path, _snapshot_path, snapshot_steps, validation_windows)
+from pianolab.train import _make_model, train
 from pianolab.windows import Windows
 
 K = Encoding().n_keys
@@ -72,7 +72,7 @@ def test_validation_windows_are_fixed_by_their_seed(dataset):
 
 def test_evaluate_scores_every_key_state(dataset):
     """Whole-split evaluation equals a direct numpy computation: each piece from silence."""
-    model = make_model(tiny_config(), dataset)
+    model = _make_model(tiny_config(), dataset)
     rf = receptive_field("tiny")
     res = evaluate(model, dataset.val, n_targets=1000, batch_size=2)
     total, count = 0.0, 0
@@ -102,7 +102,7 @@ def test_load_run_model_and_snapshot(run, dataset):
     assert model.count_params() == count_params(config.filter_increments)
     best = load_model(run, which="best")
     assert best.count_params() == model.count_params()
-    assert snapshot_steps(run) == [2] and snapshot_path(run, 2).is_file()
+    assert snapshot_steps(run) == [2] and _snapshot_path(run, 2).is_file()
     snap = load_snapshot(run, 2)
     assert not all(np.array_equal(a, b) for a, b in zip(snap.get_weights(), model.get_weights()))
     with pytest.raises(ConfigError, match=r"no snapshot at step 3.*\[2\]") as err:
@@ -117,8 +117,8 @@ def test_load_run_model_and_snapshot(run, dataset):
 def test_models_are_found_by_path_or_by_shipped_name(run, tmp_path, monkeypatch):
     monkeypatch.setattr("pianolab.runs.models_dir", lambda: tmp_path / "data" / "models")
     shutil.copytree(run, tmp_path / "data" / "models" / "mini")
-    assert run_path("mini") == tmp_path / "data" / "models" / "mini"
-    assert run_path(run) == run  # an existing path wins
+    assert _run_path("mini") == tmp_path / "data" / "models" / "mini"
+    assert _run_path(run) == run  # an existing path wins
     a, b = load_model("mini"), load_model(run / "model.keras")
     assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     assert snapshot_steps("mini") == [2]

@@ -8,7 +8,7 @@ import pytest
 from pianolab.data import Split
 from pianolab.encoding import Encoding
 from pianolab.errors import ConfigError
-from pianolab.windows import Windows, evaluation_windows
+from pianolab.windows import Windows
 
 M = 50  # values per piece in synthetic splits
 
@@ -96,10 +96,10 @@ def test_windows_refuse_bad_arguments():
 
 
 @pytest.mark.parametrize("rf,n,batch", [(5, 8, 3), (1, 1, 4), (9, 40, 2)])
-def test_evaluation_windows_score_every_state_once(rf, n, batch):
+def test_tiles_score_every_state_once(rf, n, batch):
     split = synthetic_split([30, 7, 2, 55, 16])
     covered, total = [], 0.0
-    for x, y, wgt in evaluation_windows(split, rf, n, batch_size=batch):
+    for x, y, wgt in Windows(split, rf, n).tiles(batch):
         assert x.shape[1:] == (rf + n - 1, 1) and y.shape[1:] == (n, 1) and wgt.shape == y.shape[:2]
         assert x.dtype == y.dtype == wgt.dtype == np.float32 and len(x) <= batch
         for xi, yi, wi in zip(x[..., 0], y[..., 0], wgt):
