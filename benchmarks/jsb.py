@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="JSB run directory (default: data/models/jsb)")
-    parser.add_argument("--data", default=None, help="JSB JSON or pickle (default: $PIANOLAB_JSB, then the shipped copy)")
+    parser.add_argument("--data", default=None, help="JSB .npz, JSON or pickle (default: $PIANOLAB_JSB, then the shipped copy)")
     args = parser.parse_args(argv)
 
     from pianolab import benchmark as jsb
@@ -25,7 +25,7 @@ def main(argv=None):
     from pianolab.runs import load_run
 
     try:
-        data = jsb.load_jsb(args.data)
+        data = jsb.read(args.data) if args.data else jsb.load("jsb")
         config, model = load_run(args.run or "jsb")
     except PianolabError as exc:
         print(f"benchmarks/jsb.py: error: {exc}", file=sys.stderr)

@@ -1,13 +1,11 @@
-"""Polyphonic-music benchmarks: reading the sets, scoring models in nats per frame (chapter 08_benchmark_jsb).
-
-The sets of Boulanger-Lewandowski et al. (2012), a piece a list of frames of MIDI pitches (21..108), become
-flat key-state sequences like the piano corpus: :func:`dataset` trains on them with the same trainer.
-"""
+"""Polyphonic-music benchmarks (Boulanger-Lewandowski et al. 2012) as 88-key rolls: reading the sets, training
+on them with the one trainer (:func:`dataset`), scoring models in nats per frame (chapter 08_benchmark_jsb)."""
 
 import functools
 import io
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,144 +32,96 @@ PUBLISHED = {
 
 
 class JSBError(PianolabError):
-    """A benchmark file is missing or does not have the benchmark's structure (chapter 08_benchmark_jsb);
-    ``key`` says where in it (e.g. ``test[3][12]``)."""
+    """A benchmark file is missing or does not have the benchmark's structure; ``key`` says where in it,
+    such as ``test[3][12]`` (chapter 08_benchmark_jsb)."""
 
     def __init__(self, path, key, reason):
         self.path, self.key, self.reason = path, key, reason
         super().__init__(f"{path}" + (f" at {key}" if key else "") + f": {reason}")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain data, never objects (chapter 08_benchmark_jsb): a pickle runs
-    code only through globals and persistent ids, and both hooks refuse; :func:`read_pickle` then checks
-    the shape."""
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds plain data only: a pickle runs code only through globals and persistent ids; both refuse."""
 
     def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: "
-                                     "a JSB pickle holds only lists, tuples, dicts and ints")
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a benchmark pickle is plain data")
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("refusing a persistent id: a JSB pickle holds only plain data")
+        raise pickle.UnpicklingError("refusing a persistent id: a benchmark pickle is plain data")
 
 
-def read_pickle(path):
-    """Read the original ``JSB Chorales.pickle`` safely with :class:`RestrictedUnpickler` (Python 2 strings
-    as latin-1); returns the checked ``{split: [piece, ...]}`` (chapter 08_benchmark_jsb)."""
+def read(path):
+    """The rolls ``{"train" | "valid" | "test": [uint8 [frames, 88]]}`` of a bit-packed ``.npz`` (as shipped
+    in ``data/benchmarks``), a JSON ``{split: [piece = [frame = [MIDI pitch]]]}`` or the original
+    ``JSB Chorales.pickle``, unpickling plain data only (chapter 08_benchmark_jsb)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise JSBError(path, None, "no such file (set PIANOLAB_JSB or pass the path)") from None
-    try:
-        obj = RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise JSBError(path, None, f"not a plain-data pickle: {exc}") from None
-    return _check_structure(obj, path)
-
-
-def _pitch(value, path, key):
-    if isinstance(value, bool):
-        raise JSBError(path, key, f"expected a MIDI pitch (int), got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise JSBError(path, key, f"expected a whole MIDI pitch, got {value!r}")
-        value = int(value)
-    if not isinstance(value, int):
-        raise JSBError(path, key, f"expected a MIDI pitch (int), got {type(value).__name__}")
-    if not LOWEST <= value < LOWEST + N_KEYS:
-        raise JSBError(path, key, f"pitch {value} outside the 88 keys (MIDI 21..108)")
-    return value
-
-
-def _check_structure(obj, path="<data>"):
-    """A clean copy of ``{split: [piece]}``, piece = [frame], frame = [int pitch]; else :class:`JSBError`
-    naming the path and the key (``split[piece][frame]``) of the first problem."""
+    if raw[:4] == b"PK\x03\x04":  # a zip archive: an .npz
+        return _unpack(path, raw)
+    if raw[:1] == b"\x80" or path.suffix.lower() in (".pickle", ".pkl"):
+        try:  # Python 2 strings as latin-1, as the original pickle needs
+            obj = _PlainUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise JSBError(path, None, f"not a plain-data pickle: {exc}") from None
+    else:
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:  # bad JSON or bad UTF-8
+            raise JSBError(path, None, f"not an .npz, a pickle or valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise JSBError(path, None, f"expected a dict with keys {list(SPLITS)}, got {type(obj).__name__}")
-    for k in obj:
-        if not isinstance(k, str):
-            raise JSBError(path, repr(k), "split names must be strings")
-    missing = [s for s in SPLITS if s not in obj]
-    if missing:
-        raise JSBError(path, missing[0], f"missing split; expected keys {list(SPLITS)}, found {sorted(obj)}")
+    return {split: _split_rolls(obj, split, path) for split in SPLITS}
+
+
+def _split_rolls(obj, split, path):
+    """The rolls of ``obj[split]``, checked in one pass; a :class:`JSBError` names the first bad key."""
+    if split not in obj:
+        raise JSBError(path, split, f"missing split; expected keys {list(SPLITS)}, found {list(obj)}")
+    if not isinstance(obj[split], (list, tuple)) or not obj[split]:
+        raise JSBError(path, split, "expected a non-empty list of pieces")
+    rolls = []
+    for i, piece in enumerate(obj[split]):
+        if not isinstance(piece, (list, tuple)) or not piece:
+            raise JSBError(path, f"{split}[{i}]", "expected a non-empty list of frames")
+        rolls.append(np.zeros((len(piece), N_KEYS), np.uint8))
+        for t, frame in enumerate(piece):
+            if not isinstance(frame, (list, tuple)):
+                raise JSBError(path, f"{split}[{i}][{t}]", f"expected a list of MIDI pitches, not {type(frame).__name__}")
+            for p in frame:  # a whole number on the 88 keys (True and False, 1 and 0, are not)
+                if not isinstance(p, (int, float)) or not LOWEST <= p < LOWEST + N_KEYS or p != int(p):
+                    raise JSBError(path, f"{split}[{i}][{t}]", f"expected a whole MIDI pitch in 21..108, not {p!r}")
+                rolls[-1][t, int(p) - LOWEST] = 1
+    return rolls
+
+
+def _unpack(path, raw):
+    """The rolls of a bit-packed ``.npz`` (format: ``data/benchmarks/convert.py``), checked."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise JSBError(path, None, f"not a numpy .npz: {exc}") from None
     out = {}
     for split in SPLITS:
-        if not isinstance(obj[split], (list, tuple)) or not obj[split]:
-            raise JSBError(path, split, "expected a non-empty list of pieces")
-        out[split] = []
-        for i, piece in enumerate(obj[split]):
-            if not isinstance(piece, (list, tuple)) or not piece:
-                raise JSBError(path, f"{split}[{i}]", "expected a non-empty list of frames")
-            out[split].append([])
-            for t, frame in enumerate(piece):
-                if not isinstance(frame, (list, tuple)):
-                    raise JSBError(path, f"{split}[{i}][{t}]",
-                                   f"expected a list of MIDI pitches, got {type(frame).__name__}")
-                out[split][-1].append(sorted({_pitch(p, path, f"{split}[{i}][{t}]") for p in frame}))
+        bits, lengths = arrays.get(f"{split}_frames"), arrays.get(f"{split}_lengths")
+        if bits is None or lengths is None or bits.dtype != np.uint8 or bits.shape[1:] != (N_KEYS // 8,) \
+                or lengths.dtype.kind not in "iu" or lengths.ndim != 1 or len(lengths) < 1 or (lengths < 1).any() \
+                or lengths.sum() != len(bits):
+            raise JSBError(path, split, f"expected arrays {split}_frames, uint8 [frames, {N_KEYS // 8}], and "
+                                        f"{split}_lengths, one or more whole numbers >= 1 summing to the frames")
+        out[split] = np.split(np.unpackbits(bits, axis=1, count=N_KEYS), np.cumsum(lengths)[:-1])
     return out
 
 
-def read_npz(path):
-    """``{split: [uint8 roll [frames, 88]]}`` from a bit-packed ``.npz`` of ``data/benchmarks``
-    (chapter 08_benchmark_jsb)."""
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise JSBError(path, None, "no such file") from None
-    except (OSError, ValueError) as exc:
-        raise JSBError(path, None, f"not a numpy .npz: {exc}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise JSBError(path, None, "a single array, not an .npz archive")
-    out = {}
-    with z:
-        for split in SPLITS:
-            if f"{split}_frames" not in z or f"{split}_lengths" not in z:
-                raise JSBError(path, split, f"expected arrays {split}_frames and {split}_lengths")
-            bits, lengths = z[f"{split}_frames"], z[f"{split}_lengths"].astype(np.int64)
-            if bits.dtype != np.uint8 or bits.shape[1:] != (N_KEYS // 8,) or lengths.ndim != 1 \
-                    or (lengths < 1).any() or lengths.sum() != len(bits):
-                raise JSBError(path, split, f"expected uint8 [frames, {N_KEYS // 8}] and piece lengths >= 1 "
-                                            "summing to the frames")
-            out[split] = np.split(np.unpackbits(bits, axis=1, count=N_KEYS), np.cumsum(lengths)[:-1])
-    return out
-
-
-def read_jsb(path=None):
-    """The raw benchmark ``{split: [piece]}`` from the shipped ``.npz``, a JSON or the original pickle
-    (chapter 08_benchmark_jsb); ``path`` defaults to :func:`pianolab.settings.jsb_path`."""
-    path = jsb_path(path)
-    if path.suffix.lower() == ".npz":
-        return {s: [roll_to_piece(r) for r in rolls] for s, rolls in read_npz(path).items()}
-    if path.suffix.lower() in (".pickle", ".pkl"):
-        return read_pickle(path)
-    try:
-        return _check_structure(json.loads(path.read_text(encoding="utf-8")), path)
-    except FileNotFoundError:
-        raise JSBError(path, None, "no such file (set PIANOLAB_JSB or pass the path)") from None
-    except json.JSONDecodeError as exc:
-        raise JSBError(path, None, f"not valid JSON: {exc}") from None
-
-
-def piece_to_roll(piece):
-    """Frames of MIDI pitches -> binary roll ``uint8 [frames, 88]`` (chapter 08_benchmark_jsb)."""
-    roll = np.zeros((len(piece), N_KEYS), dtype=np.uint8)
-    for t, frame in enumerate(piece):
-        roll[t, [int(p) - LOWEST for p in frame]] = 1
-    return roll
-
-
-def roll_to_piece(roll):
-    """Binary roll ``[frames, 88]`` -> frames of sorted MIDI pitches (chapter 08_benchmark_jsb)."""
-    return [[int(k) + LOWEST for k in np.flatnonzero(row)] for row in np.asarray(roll)]
-
-
-def load_jsb(path=None):
-    """JSB Chorales as rolls: ``{split: [uint8 [frames, 88]]}`` (chapter 08_benchmark_jsb)."""
-    path = jsb_path(path)
-    if path.suffix.lower() == ".npz":
-        return read_npz(path)
-    return {s: [piece_to_roll(p) for p in pieces] for s, pieces in read_jsb(path).items()}
+def load(name):
+    """A benchmark's rolls ``{split: [uint8 [frames, 88]]}`` by the name ``data.benchmark`` takes; ``"jsb"``
+    honours ``$PIANOLAB_JSB`` (chapter 08_benchmark_jsb)."""
+    if name not in FILES:
+        raise JSBError(name, None, f"unknown benchmark; expected one of {list(FILES)}")
+    return read(jsb_path() if name == "jsb" else shipped_dir() / "benchmarks" / FILES[name])
 
 
 def dataset(rolls, transpose=()):
@@ -186,56 +136,15 @@ def dataset(rolls, transpose=()):
     return dataset_from_rolls(train, {f"valid/{i:03d}": r for i, r in enumerate(rolls["valid"])}, ENCODING)
 
 
-def frame_nll(roll, probs, eps=1e-7):
-    """Nats per frame, ``-sum_k log p(roll[t, k])``, given ``probs[t, k] = p(key k down at frame t)``
-    clipped to ``[eps, 1 - eps]``: ``float64 [frames]`` (chapter 08_benchmark_jsb)."""
-    roll = np.asarray(roll, dtype=np.float64)
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
-    if p.shape != roll.shape:
-        raise ValueError(f"probabilities {p.shape} and roll {roll.shape} differ in shape")
-    return -(roll * np.log(p) + (1 - roll) * np.log1p(-p)).sum(axis=1)
-
-
-def marginal_rates(rolls, eps=1e-7):
-    """Per-key ``p(key down)`` fitted on ``rolls``: the marginal baseline (chapter 08_benchmark_jsb)."""
-    return np.clip(np.concatenate(rolls).mean(axis=0), eps, 1 - eps)
-
-
-def marginal_predictor(rates):
-    """A predictor (roll -> probs): ``rates`` at every frame, the past ignored (chapter 08_benchmark_jsb)."""
-    rates = np.asarray(rates, dtype=np.float64)
-    return lambda roll: np.broadcast_to(rates, roll.shape)
-
-
-def markov_rates(rolls, eps=1e-7):
-    """Per-key ``p(down | down before)``, ``p(down | up before)`` fitted on ``rolls``, each piece
-    starting from a silent frame: the first-order Markov baseline (chapter 08_benchmark_jsb)."""
-    prev = np.concatenate([np.pad(r[:-1], ((1, 0), (0, 0))) for r in rolls])  # silence before a piece
-    cur = np.concatenate(rolls)
-    p_on = (prev * cur).sum(0) / np.maximum(prev.sum(0), 1)
-    p_off = ((1 - prev) * cur).sum(0) / np.maximum((1 - prev).sum(0), 1)
-    return np.clip(p_on, eps, 1 - eps), np.clip(p_off, eps, 1 - eps)
-
-
-def markov_predictor(p_on, p_off):
-    """A predictor (roll -> probs): each key's probability given its own state one frame back
-    (chapter 08_benchmark_jsb)."""
-    return lambda roll: np.where(np.pad(roll[:-1], ((1, 0), (0, 0))) == 1, p_on, p_off)
-
-
 def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):
-    """``p(key down)`` for every key state of a piece from a pianolab model, ``float64 [frames, keys]``;
-    the input is ``zeros(RF) ++ seq[:-1]`` (leading silence), in chunks of ``max_states`` outputs
-    (chapter 08_benchmark_jsb)."""
-    rf = int(receptive_field or model_receptive_field(model))
-    roll = np.asarray(roll)
-    n = roll.size
+    """``p(key down)`` for every key state of a piece from a pianolab model, ``float64 [frames, keys]``; the
+    input is ``zeros(RF) ++ seq[:-1]`` (leading silence), in chunks of ``max_states`` (chapter 08_benchmark_jsb)."""
+    rf, roll = int(receptive_field or model_receptive_field(model)), np.asarray(roll)
     padded = np.concatenate([np.zeros(rf, np.float32), roll.reshape(-1)[:-1].astype(np.float32)])
-    out = np.empty(n, np.float64)
-    for start in range(0, n, max_states):
-        stop = min(n, start + max_states)
-        x = padded[start:stop + rf - 1][None, :, None]
-        out[start:stop] = np.asarray(model.predict_on_batch(x))[0, :, 0]
+    out = np.empty(roll.size, np.float64)
+    for start in range(0, roll.size, max_states):
+        stop = min(roll.size, start + max_states)
+        out[start:stop] = np.asarray(model.predict_on_batch(padded[start:stop + rf - 1][None, :, None]))[0, :, 0]
     return out.reshape(roll.shape)
 
 
@@ -245,26 +154,26 @@ def evaluate(predictor, rolls):
     ``frames``, ``scored_frames``, ``pieces``, ``per_piece`` (chapter 08_benchmark_jsb)."""
     if not callable(predictor) or hasattr(predictor, "predict_on_batch"):
         predictor = functools.partial(model_probabilities, predictor)
-    costs = [frame_nll(roll, predictor(roll)) for roll in rolls]
+    costs = []
+    for roll in rolls:  # nats per frame: -sum_k log p(state of key k)
+        x, p = np.asarray(roll, np.float64), np.clip(np.asarray(predictor(roll), np.float64), 1e-7, 1 - 1e-7)
+        if p.shape != x.shape:
+            raise ValueError(f"probabilities {p.shape} and roll {x.shape} differ in shape")
+        costs.append(-(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=1))
     frames, scored = sum(len(c) for c in costs), sum(len(c) - 1 for c in costs)
     total_all, total_rest = sum(c.sum() for c in costs), sum(c[1:].sum() for c in costs)
-    per_piece = [float(c[1:].mean()) if len(c) > 1 else float("nan") for c in costs]
     return {"nll": total_rest / scored, "nll_all_frames": total_all / frames,
             "nll_per_state": total_all / frames / N_KEYS, "frames": frames, "scored_frames": scored,
-            "pieces": len(costs), "per_piece": per_piece}
+            "pieces": len(costs), "per_piece": [float(c[1:].mean()) if len(c) > 1 else float("nan") for c in costs]}
 
 
-def baselines(rolls, split="test"):
-    """The marginal and first-order Markov baselines fitted on ``train``, scored on ``split``
-    (chapter 08_benchmark_jsb)."""
-    train, scored = rolls["train"], rolls[split]
-    return {"per-key marginal": evaluate(marginal_predictor(marginal_rates(train)), scored),
-            "per-key first-order Markov": evaluate(markov_predictor(*markov_rates(train)), scored)}
-
-
-def load(name):
-    """A benchmark's rolls ``{split: [uint8 [frames, 88]]}`` by the name ``data.benchmark`` takes
-    (chapter 08_benchmark_jsb)."""
-    if name not in FILES:
-        raise JSBError(name, None, f"unknown benchmark; expected one of {list(FILES)}")
-    return load_jsb() if name == "jsb" else read_npz(shipped_dir() / "benchmarks" / FILES[name])
+def baselines(rolls, split="test", eps=1e-7):
+    """The per-key marginal (``p(key down)``) and first-order Markov (``p(key down | its state a frame before)``,
+    silence before a piece) baselines fitted on ``train``, scored on ``split`` (chapter 08_benchmark_jsb)."""
+    before = lambda roll: np.pad(roll[:-1], ((1, 0), (0, 0)))  # noqa: E731
+    now = np.concatenate(rolls["train"]).astype(np.float64)
+    was = np.concatenate([before(r) for r in rolls["train"]])
+    rate = lambda hits, seen: np.clip(hits.sum(0) / np.maximum(seen.sum(0), 1), eps, 1 - eps)  # noqa: E731
+    q, p_on, p_off = rate(now, np.ones_like(now)), rate(was * now, was), rate((1 - was) * now, 1 - was)
+    return {"per-key marginal": evaluate(lambda roll: np.broadcast_to(q, roll.shape), rolls[split]),
+            "per-key first-order Markov": evaluate(lambda roll: np.where(before(roll) == 1, p_on, p_off), rolls[split])}
