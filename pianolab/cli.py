@@ -152,8 +152,8 @@ def _cmd_import_pianonet(args):
     return 0
 
 
-def build_parser():
-    """The argument parser of ``python -m pianolab`` (chapter 04_training)."""
+def _build_parser():
+    """The argument parser of ``python -m pianolab``."""
     parser = argparse.ArgumentParser(prog="pianolab", description="Piano-music generation with dilated "
                                                                    "convolutions (the pianolab book's CLI).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,7 +205,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the CLI; returns the exit status (chapter 04_training)."""
-    args = build_parser().parse_args(argv)
+    args = _build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except PianolabError as exc:

@@ -343,7 +343,7 @@ def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     from pianolab.cli import main
     from pianolab.config import RunConfig
     from pianolab.runs import load_run
-    from pianolab.train import open_dataset
+    from pianolab.train import _open_dataset
 
     rolls = {"train": sticky_rolls(4, 12, 3), "valid": sticky_rolls(2, 8, 4), "test": sticky_rolls(2, 8, 5)}
     path = write_json(tmp_path, {s: [pitches(r) for r in rs] for s, rs in rolls.items()})
@@ -362,5 +362,5 @@ def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     assert math.isfinite(ev["nll"]) and ev["frames"] == 16
     # the trainer's dataset needs the benchmark's reader: open_dataset says so and names the key
     with pytest.raises(ConfigError) as err:
-        open_dataset(cfg)
+        _open_dataset(cfg)
     assert err.value.key == "data.benchmark"
