@@ -48,22 +48,10 @@ class Encoding:
         if not (self.steps_per_second > 0 and 0 <= self.lowest and 1 <= self.n_keys <= 128 - self.lowest):
             raise ValueError(f"expected steps_per_second > 0 and a key window inside MIDI 0..127, got {self}")
 
-    @property
-    def highest(self):
-        """MIDI pitch of the top key."""
-        return self.lowest + self.n_keys - 1
-
-    @property
-    def pitches(self):
-        """MIDI pitch of every column of a roll."""
-        return np.arange(self.lowest, self.lowest + self.n_keys)
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
+    highest = property(lambda self: self.lowest + self.n_keys - 1, doc="MIDI pitch of the top key.")
+    pitches = property(lambda self: np.arange(self.lowest, self.lowest + self.n_keys), doc="MIDI pitch of each column.")
+    to_dict = asdict
+    from_dict = classmethod(lambda cls, d: cls(**d))
 
 
 DEFAULT_ENCODING = Encoding()
@@ -103,14 +91,9 @@ def _pedal_spans(instrument, open_end=np.inf):
     spans, down_at = [], None
     for time, down in sorted(((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
                              key=lambda x: x[0]):
-        if down and down_at is None:
-            down_at = time
-        elif not down and down_at is not None:
-            spans.append((down_at, time))
-            down_at = None
-    if down_at is not None:
-        spans.append((down_at, max(open_end, down_at)))
-    return spans
+        if down != (down_at is not None):  # the pedal changes state
+            spans, down_at = (spans, time) if down else (spans + [(down_at, time)], None)
+    return spans + ([(down_at, max(open_end, down_at))] if down_at is not None else [])
 
 
 def _place(pitch, encoding, out_of_range):
@@ -159,9 +142,8 @@ def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_ran
     painted = {k: _restrike(sorted(v)) for k, v in per_key.items()}
     n_steps = max(max(e for spans in painted.values() for _, e in spans), int(round(end_time * fs)))
     roll = np.zeros((n_steps, encoding.n_keys), dtype=np.uint8)
-    for k, spans in painted.items():
-        for s, e in spans:
-            roll[s:e, k] = 1
+    for k, s, e in ((k, s, e) for k, spans in painted.items() for s, e in spans):
+        roll[s:e, k] = 1
     return roll
 
 
@@ -224,7 +206,6 @@ def roll_to_sequence(roll):
 
 def sequence_to_roll(sequence, n_keys=DEFAULT_ENCODING.n_keys):
     """Flat key-state sequence -> roll ``[T, n_keys]`` (chapter 01_encoding)."""
-    sequence = np.asarray(sequence)
-    if sequence.ndim != 1 or sequence.size % n_keys:
-        raise ValueError(f"{sequence.size} key states are not a whole number of {n_keys}-key time steps")
-    return sequence.reshape(-1, n_keys)
+    if np.ndim(sequence) != 1 or np.size(sequence) % n_keys:
+        raise ValueError(f"{np.size(sequence)} key states are not a whole number of {n_keys}-key time steps")
+    return np.asarray(sequence).reshape(-1, n_keys)

@@ -140,12 +140,11 @@ def _load_seed(seed, encoding, seed_seconds=None):
         seed = _corpus_piece(seed[len("corpus:"):].strip())
     elif isinstance(seed, (str, os.PathLike)) and not Path(seed).expanduser().is_file():
         raise ConfigError("seed", f"{str(seed)!r} is neither 'silence', 'corpus:NAME' nor a MIDI file")
-    if isinstance(seed, (str, os.PathLike)):
-        seed = Path(seed).expanduser()
-    elif not isinstance(seed, (np.ndarray, pretty_midi.PrettyMIDI)):
+    elif not isinstance(seed, (str, os.PathLike, np.ndarray, pretty_midi.PrettyMIDI)):
         raise ConfigError("seed", "expected None, 'silence', a roll, a PrettyMIDI, a MIDI path or "
                                   f"'corpus:NAME', got {type(seed).__name__}")
-    roll = seed if isinstance(seed, np.ndarray) else midi_to_roll(seed, encoding)
+    roll = seed if isinstance(seed, np.ndarray) else midi_to_roll(
+        Path(seed).expanduser() if isinstance(seed, (str, os.PathLike)) else seed, encoding)
     if seed_seconds is not None:
         roll = roll[: round(_positive(seed_seconds, "seed_seconds") * encoding.steps_per_second)]
     return roll
@@ -204,14 +203,10 @@ def naive_sample(model, seed_roll=None, n_steps=48, *, streams=1, temperature=1.
 
 
 class FastSampler:
-    """Fast-WaveNet sampling from a pianolab model (chapter 05_fast_wavenet).
-
-    ``FastSampler(model)`` reads the weights (:func:`read_layers`) and, with ``verify``, checks
-    them once against the model's forward pass. :meth:`probabilities` gives the model's
-    probability of every state of a history (teacher forcing); :meth:`sample` draws new
-    performances, many streams together. ``backend="numba"`` runs the compiled kernel,
-    ``"numpy"`` the same algorithm with one numpy call per layer per key state.
-    """
+    """Fast-WaveNet sampling from a pianolab model (chapter 05_fast_wavenet): the weights read with
+    :func:`read_layers` (and, with ``verify``, checked once against the model's forward pass);
+    :meth:`probabilities` of every state of a history (teacher forcing); :meth:`sample` draws many
+    streams together. ``backend``: ``"numba"`` (the compiled kernel) or ``"numpy"`` (the same steps)."""
 
     def __init__(self, model, *, n_keys=DEFAULT_ENCODING.n_keys, backend="numba", verify=True):
         if backend not in ("numba", "numpy"):
@@ -243,13 +238,9 @@ class FastSampler:
         return probs, states
 
     def _start(self, hist, start):
-        """Queues and newest state ``(Q, xlast, t0 = start - 1)`` for predicting position ``start``
-        of the histories ``hist [S, >= start]`` (positions before 0 are silence).
-
-        The queues start as silence's activations, then the fast steps run over the history with
-        its states forced, from its first sounding state (silence changes nothing) among the last
-        ``RF`` before ``start`` (older states no longer reach the queues).
-        """
+        """Queues and newest state ``(Q, xlast, t0 = start - 1)`` to predict position ``start`` of
+        ``hist [S, >= start]``: silence's activations, then forced fast steps from the first sounding
+        state among the last ``RF`` (silence changes nothing; older states no longer reach the queues)."""
         S = hist.shape[0]
         Q, xlast = np.tile(self._silence, (S, 1)), np.zeros(S, np.float32)
         first = max(0, start - self.receptive_field)
@@ -260,13 +251,9 @@ class FastSampler:
         return Q, xlast, start - 1
 
     def probabilities(self, history, start=0):
-        """The model's probability of each state of ``history`` from ``start`` on, and of the next
-        one (chapter 05_fast_wavenet).
-
-        ``history``: flat 0/1 key states ``[n]`` or a batch ``[S, n]``. Returns float32
-        ``[S, n - start + 1]`` (``[n - start + 1]`` for one history), equal to
-        ``model(RF zeros + history)[start:]``.
-        """
+        """The model's probability of each state of ``history`` (flat 0/1 ``[n]`` or a batch ``[S, n]``)
+        from ``start`` on, and of the next one: float32 ``[S, n - start + 1]`` (``[n - start + 1]`` for
+        one history), equal to ``model(RF zeros + history)[start:]``."""
         hist = np.asarray(history)
         single, hist = hist.ndim == 1, np.atleast_2d(hist).astype(np.uint8)
         n, start = hist.shape[1], int(start)
@@ -307,13 +294,9 @@ class FastSampler:
 
     def sample(self, seed=None, n_steps=48, *, streams=1, temperature=1.0, edge_aversion=True,
                random_seed=0, progress=False, return_probabilities=False):
-        """``n_steps`` new time steps for each of ``streams`` performances: uint8 ``[streams,
-        n_steps, n_keys]`` (and the model's probabilities with ``return_probabilities``)
-        (chapter 05_fast_wavenet).
-
-        ``seed``: None (silence), one roll ``[T, n_keys]`` for every stream, or one per stream (a
-        list, or ``[streams, T, n_keys]``). The controls are described in the module docstring.
-        """
+        """``n_steps`` new time steps for each of ``streams`` performances: uint8 ``[streams, n_steps,
+        n_keys]`` (and the model's probabilities with ``return_probabilities``). ``seed``: None (silence),
+        one roll ``[T, n_keys]`` for all, or one per stream; the controls: the module docstring."""
         _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, self.n_keys)  # before the seed pass
         return self.advance(self.start(seed, streams, random_seed), n_steps, temperature=temperature,
                             edge_aversion=edge_aversion, progress=progress,
@@ -322,14 +305,11 @@ class FastSampler:
 
 def generate(model, seconds=30.0, seed=None, streams=1, temperature=1.0, edge_aversion=True,
              random_seed=0, progress=True, *, encoding=DEFAULT_ENCODING, seed_seconds=None, sampler=None):
-    """``streams`` performances of ``seconds`` each, with Fast-WaveNet: a list of uint8 rolls
-    ``[time steps, n_keys]``, the generated music only (chapter 05_fast_wavenet).
-
-    ``seed``: None or ``"silence"``, a roll, a ``PrettyMIDI``, a MIDI path or ``"corpus:NAME"`` (the
-    default corpus' piece of that name, or the one piece whose name contains it), cut to its first
-    ``seed_seconds``; a bad one raises :class:`~pianolab.errors.ConfigError` (key ``seed``) or
-    :class:`~pianolab.errors.MidiError`. Pass a :class:`FastSampler` as ``sampler`` to reuse one.
-    """
+    """``streams`` performances of ``seconds`` each with Fast-WaveNet: uint8 rolls ``[time steps,
+    n_keys]``, the generated music only (chapter 05_fast_wavenet). ``seed``: None or ``"silence"``, a
+    roll, a ``PrettyMIDI``, a MIDI path or ``"corpus:NAME"`` (that piece of the default corpus, or the
+    one whose name contains it), cut to ``seed_seconds``; a bad one raises ``ConfigError`` (key
+    ``seed``) or ``MidiError``. ``sampler``: a :class:`FastSampler` to reuse."""
     seconds = _positive(seconds, "seconds")
     sampler = sampler or FastSampler(model, n_keys=encoding.n_keys)
     if sampler.n_keys != encoding.n_keys:

@@ -1,18 +1,13 @@
 """PianoNet's released models, read into pianolab (chapter 09_pianonet_models).
 
 PianoNet (T. Angsten, 2020; MIT license) saved its trained nets as TensorFlow 2.2 / Keras 2.3
-SavedModels, which Keras 3 cannot load. This module reads them with TensorFlow's own tools:
-
-* the layer list from the Keras metadata, which TF 2.2 keeps in ``saved_model.pb`` (the JSON config
-  of the root object of its object graph) and TF >= 2.5 in ``keras_metadata.pb``;
-* the weights from ``variables/``, a TensorFlow checkpoint (``tf.train.load_checkpoint``), where
-  the ``k``-th layer with weights is stored under ``layer_with_weights-k`` (Adam's moments are there
-  too, and are not read).
-
-A net pianolab can represent is one chain: ``Conv1D`` layers of kernel size 2, stride 1, 'valid'
-padding, dilation ``2**i`` (``i`` from 0 in every block) and non-decreasing filter counts, each
-with one activation (PianoNet puts its ELU in a separate ``Activation`` layer), then a 1x1
-``Conv1D`` with one filter and a sigmoid. Anything else is refused with an error naming the layer.
+SavedModels, which Keras 3 cannot load. This module reads them with TensorFlow's own tools: the layer
+list from the Keras metadata (in ``saved_model.pb``'s object graph for TF 2.2, ``keras_metadata.pb``
+from TF 2.5), the weights from the checkpoint in ``variables/`` (``layer_with_weights-k``; Adam's
+moments are not read). pianolab represents one chain of ``Conv1D`` layers of kernel size 2, stride 1,
+'valid' padding, dilation ``2**i`` (``i`` from 0 in every block), non-decreasing filter counts and one
+activation each (PianoNet puts its ELU in a separate ``Activation`` layer), then a 1x1 ``Conv1D`` with
+one filter and a sigmoid; anything else is refused with an error naming the layer.
 """
 
 import json
@@ -100,11 +95,9 @@ def plan(layers, src="model"):
             raise _refuse(src, layer, f"is not a Conv1D{follows}")
         if "weights" not in layer:
             raise _refuse(src, layer, "has no weights in variables/")
-        found = {"strides": _items(c["strides"]),
-                 "padding": c["padding"], "data_format": c.get("data_format", "channels_last"),
-                 "groups": c.get("groups", 1), "use_bias": c["use_bias"]}
-        wanted = {"strides": (1,), "padding": "valid", "data_format": "channels_last", "groups": 1,
-                  "use_bias": True}
+        found = {"strides": _items(c["strides"]), "padding": c["padding"], "use_bias": c["use_bias"],
+                 "data_format": c.get("data_format", "channels_last"), "groups": c.get("groups", 1)}
+        wanted = {"strides": (1,), "padding": "valid", "use_bias": True, "data_format": "channels_last", "groups": 1}
         wrong = [f"{k} {v!r} (expected {wanted[k]!r})" for k, v in found.items() if v != wanted[k]]
         if wrong:
             raise _refuse(src, layer, "has " + ", ".join(wrong))

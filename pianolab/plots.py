@@ -23,8 +23,7 @@ def _new_axes(ax, figsize):
 def _pitch_ticks(ax, lowest, highest, axis="y"):
     """Ticks named after the C of every octave between two MIDI pitches (the ends if there is no C)."""
     pitches = [p for p in range(lowest, highest + 1) if p % 12 == 0] or sorted({lowest, highest})
-    set_ticks = ax.set_yticks if axis == "y" else ax.set_xticks
-    set_ticks(pitches, [note_name(p) for p in pitches])
+    (ax.set_yticks if axis == "y" else ax.set_xticks)(pitches, [note_name(p) for p in pitches])
 
 
 def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None, *, keys="used", start=0.0,
@@ -55,9 +54,7 @@ def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None
               interpolation="nearest", cmap=cmap, vmin=0, vmax=1,
               extent=(start + t0 / fs, start + max(t1, t0 + 1) / fs, lo - 0.5, hi + 0.5))
     _pitch_ticks(ax, lo, hi)
-    ax.set(xlabel="time (s)", ylabel="pitch (note name)")
-    if title:
-        ax.set_title(title)
+    ax.set(xlabel="time (s)", ylabel="pitch (note name)", **({"title": title} if title else {}))
     return ax
 
 
@@ -72,12 +69,11 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
     from matplotlib.patches import Rectangle
 
     roll_slice = _check_roll(roll_slice)
-    n_steps, n_keys = roll_slice.shape
+    (n_steps, n_keys), fs = roll_slice.shape, float(encoding.steps_per_second)
     if roll_slice.size == 0:
         raise ValueError("the slice to flatten is empty")
     lowest = encoding.lowest if lowest is None else int(lowest)
     seq, annotate = roll_slice.reshape(-1), roll_slice.size <= 96
-    fs = float(encoding.steps_per_second)
     step_colors = ["#dbe9f6", "#fde2c8", "#dff2d8", "#efe0f5"]  # one tint per time step
     _, (ax_roll, ax_seq) = plt.subplots(2, 1, figsize=figsize, gridspec_kw={"height_ratios": [3, 1]})
 
@@ -88,9 +84,8 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
             ax.text(x + 0.5, y + 0.5, str(number), ha="center", va="center", fontsize=fontsize,
                     color="white" if down else "#333")
 
-    for t in range(n_steps):
-        for k in range(n_keys):
-            cell(ax_roll, t, k, roll_slice[t, k], t, t * n_keys + k, 7)
+    for t, k in np.ndindex(n_steps, n_keys):
+        cell(ax_roll, t, k, roll_slice[t, k], t, t * n_keys + k, 7)
     key_ticks = list(range(n_keys)) if n_keys <= 16 else (
         [k for k in range(n_keys) if (lowest + k) % 12 == 0] or [0, n_keys - 1])
     ax_roll.set(xlim=(0, n_steps), ylim=(0, n_keys), title="piano roll: time steps x keys",
@@ -115,11 +110,10 @@ def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
     and ``val_loss`` (:meth:`pianolab.runs.History.as_dict`; None where a row has no value).
     ``label`` prefixes the legend entries, so several runs can share one axes.
     """
-    source = "the history"
-    if isinstance(history, (str, os.PathLike)):
-        from .runs import History
+    from .runs import History
 
-        source, history = history, History.read(history).as_dict()
+    source = history if isinstance(history, (str, os.PathLike)) else "the history"
+    history = History.read(history).as_dict() if isinstance(history, (str, os.PathLike)) else history
     ax = _new_axes(ax, (7, 4))
     steps, drawn = np.array(history["step"], dtype=float), 0
     for key, name, style in (("train_loss", "training", "-"), ("val_loss", "validation", "o-")):
@@ -130,11 +124,8 @@ def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
             drawn += 1
     if not drawn:
         raise ValueError(f"{source} holds no loss values to plot (columns: {sorted(history)})")
-    if logy:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.set(xlabel="training step", ylabel="loss (nats per key state)")
+    ax.set(xlabel="training step", ylabel="loss (nats per key state)", **({"yscale": "log"} if logy else {}),
+           **({"title": title} if title else {}))
     ax.grid(True, alpha=0.3)
     ax.legend()
     return ax
@@ -176,10 +167,8 @@ def plot_key_histogram(rolls, encoding=DEFAULT_ENCODING, ax=None, *, title=None,
         ax.axvspan(hi - e, hi, color="red", alpha=0.08)
     ax.set_xlim(lo, hi)
     _pitch_ticks(ax, encoding.lowest, encoding.highest, axis="x")
-    ax.set(xlabel="key (note name)",
+    ax.set(xlabel="key (note name)", **({"title": title} if title else {}),
            ylabel="share of key-down states" if normalize else "fraction of time steps key is down")
-    if title:
-        ax.set_title(title)
     if isinstance(rolls, dict) or show_edges:
         ax.legend(loc="upper right")
     return ax

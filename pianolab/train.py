@@ -1,13 +1,12 @@
-"""Training runs: the one loop, checkpoints, snapshots, history, evaluation (chapter 04_training).
+"""Training runs: the one loop, checkpoints, snapshots, history (chapter 04_training).
 
 A run directory holds ``config.json``, ``history.csv``, ``loss.png``, ``model.keras`` (latest),
 ``best.keras``, ``snapshots/step-NNNNNN.weights.h5`` (kept for good) and ``checkpoints/`` (model +
-Adam state, then ``latest.json``). Every file is written atomically, so the same command after
-``kill -9`` resumes from the newest checkpoint; the batch of step ``s`` is a pure function of
-``(seed, s, batch size)``, so the resumed run sees the batches the uninterrupted one would have.
-A step is one ``train_on_batch`` (binary cross-entropy in nats per key state, Adam);
-``training.distribute = "mirrored"`` builds the model under TensorFlow's ``MirroredStrategy``
-and runs the same batches through ``fit``, which splits each batch over the local devices.
+Adam state, then ``latest.json``), each written atomically: the same command after ``kill -9``
+resumes from the newest checkpoint, and since the batch of step ``s`` is a pure function of ``(seed,
+s, batch size)`` it sees the batches the uninterrupted run would have. A step is one
+``train_on_batch`` (BCE in nats per key state, Adam); ``training.distribute = "mirrored"`` runs the
+same batches through ``fit`` under TensorFlow's ``MirroredStrategy``, one share per device.
 """
 
 import contextlib
@@ -139,13 +138,11 @@ class _Trainer:
 
     def _read_state(self):
         path = self.ckpt_dir / "latest.json"
-        if not path.is_file():
-            return None
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
+            state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
         except ValueError as exc:
             raise TrainingError(f"{path}: unreadable ({exc}); remove it to start again") from None
-        if not (self.ckpt_dir / state["file"]).is_file():
+        if state is not None and not (self.ckpt_dir / state["file"]).is_file():
             raise TrainingError(f"{path} names {state['file']}, which is missing; remove latest.json to start again")
         return state
 
@@ -289,15 +286,10 @@ def train(run_dir, config=None, steps=None, progress=True, *, dataset=None):
         config = existing or RunConfig()
     elif not isinstance(config, RunConfig):
         config = RunConfig.from_json(config) if isinstance(config, (str, Path)) else RunConfig.from_dict(config)
-    if existing is not None:
-        a, b = existing.to_dict(), config.to_dict()
-        for d in (a, b):
-            del d["training"]["steps"], d["training"]["snapshot_at"]
-        diff = next((f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]), None)
-        if diff:
-            s, k = diff.split(".")
-            raise ConfigError(diff, f"{run_dir} already holds a run with {a[s][k]!r} here, not {b[s][k]!r}; use "
-                                    "a new run directory, or resume it without a new config")
+    a, b = (existing or config).to_dict(), config.to_dict()
+    for s, k in ((s, k) for s in a for k in a[s] if a[s][k] != b[s][k] and k not in ("steps", "snapshot_at")):
+        raise ConfigError(f"{s}.{k}", f"{run_dir} already holds a run with {a[s][k]!r} here, not {b[s][k]!r}; "
+                                      "use a new run directory, or resume it without a new config")
     if steps is not None and not (type(steps) is int and steps >= 0):
         raise ConfigError("steps", f"expected a whole number >= 0, got {steps!r}")
     dataset = dataset if dataset is not None else _open_dataset(config, progress=progress)
