@@ -34,7 +34,6 @@ PIANO_PROGRAM = 0  # General MIDI "Acoustic Grand Piano"
 def _as_midi(midi_or_roll, encoding):
     """A roll (2-D array), a PrettyMIDI or a path -> PrettyMIDI."""
     import pretty_midi
-
     if isinstance(midi_or_roll, pretty_midi.PrettyMIDI):
         return midi_or_roll
     if isinstance(midi_or_roll, (str, os.PathLike)):
@@ -47,23 +46,15 @@ def _as_midi(midi_or_roll, encoding):
 
 
 def _notes(pm, max_seconds=None):
-    """Notes of every non-drum instrument as (pitch, start, end, velocity, channel), time-sorted.
-
-    A note released while the sustain pedal is down sounds until the pedal goes up. Notes
-    starting after ``max_seconds`` are dropped and the others cut there.
-    """
+    """Notes of every non-drum instrument as (pitch, start, end, velocity, channel), time-sorted; a
+    note released while the sustain pedal is down sounds until it goes up; all cut at ``max_seconds``."""
     out = []
     for i, inst in enumerate(inst for inst in pm.instruments if not inst.is_drum):
         channel = i % 15 + (i % 15 >= 9)  # skip the General MIDI drum channel
         spans = _pedal_spans(inst)
         for n in inst.notes:
             start, end = float(n.start), float(n.end)
-            for a, b in spans:
-                if a <= end < b:
-                    end = b
-                    break
-            if max_seconds is not None:
-                end = min(end, max_seconds)
+            end = min(next((b for a, b in spans if a <= end < b), end), math.inf if max_seconds is None else max_seconds)
             if end > start:
                 out.append((int(n.pitch), start, end, int(n.velocity), channel))
     out.sort(key=lambda x: (x[1], x[0]))
@@ -73,7 +64,6 @@ def _notes(pm, max_seconds=None):
 def _soundfont_path():
     """The General MIDI SoundFont bundled with pretty_midi, ``TimGM6mb.sf2``."""
     import pretty_midi
-
     return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
@@ -82,7 +72,6 @@ def _fluidsynth_works():
     """True when pyfluidsynth imports, finds libfluidsynth and can load the SoundFont."""
     try:
         import fluidsynth  # pyfluidsynth; raises ImportError when libfluidsynth is missing
-
         synth = fluidsynth.Synth(samplerate=float(DEFAULT_SAMPLE_RATE))
         ok = _soundfont_path().is_file() and synth.sfload(str(_soundfont_path())) >= 0
         synth.delete()
@@ -104,7 +93,6 @@ def backend():
 
 def _render_fluidsynth(notes, n_samples, sample_rate):
     import fluidsynth
-
     synth = fluidsynth.Synth(gain=0.5, samplerate=float(sample_rate))
     try:
         sfid = synth.sfload(str(_soundfont_path()))
@@ -163,14 +151,10 @@ def _render_numpy(notes, n_samples, sample_rate):
 
 def synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=None, backend_name=None):
-    """Roll, ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform, peak 0.9 (silence stays 0)
-    (chapter 09_pianonet_models, where each model's rolls have their own encoding).
-
-    A roll is decoded with :func:`pianolab.encoding.roll_to_midi` under ``encoding``. Every
-    non-drum track is played on a piano; the sustain pedal is honoured. The waveform lasts the
-    music (cut at ``max_seconds`` when given) plus ``RELEASE_SECONDS`` for the last notes to die
-    away. ``backend_name``: ``"fluidsynth"`` or ``"numpy"`` (default: :func:`backend`).
-    """
+    """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform,
+    peak 0.9, every non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at
+    ``max_seconds``) plus ``RELEASE_SECONDS``. ``backend_name``: ``"fluidsynth"`` or ``"numpy"``
+    (default: :func:`backend`) (chapter 09_pianonet_models, where each model has its own encoding)."""
     sample_rate = int(sample_rate)
     if sample_rate < 4000:
         raise ValueError(f"sample_rate must be at least 4000 Hz, got {sample_rate}")
@@ -207,9 +191,7 @@ def _wav_bytes(wave, sample_rate=DEFAULT_SAMPLE_RATE):
         raise ValueError("the waveform holds NaN or infinite samples")
     buf = io.BytesIO()
     with _wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
+        w.setparams((1, 2, int(sample_rate), 0, "NONE", "not compressed"))
         w.writeframes((np.clip(wave, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes())
     return buf.getvalue()
 
@@ -222,35 +204,25 @@ def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_E
 
 def player(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
            max_seconds=DEFAULT_MAX_SECONDS):
-    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform (chapter 01_encoding).
-
-    The sound is cut to ``max_seconds`` (20 s by default; ``None`` keeps it all) and normalized.
-    The player embeds the WAV data in the page, so it plays in the static book.
-    """
+    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to
+    ``max_seconds`` (``None``: all) and normalized; its WAV data is in the page (chapter 01_encoding)."""
     from IPython.display import Audio
-
     wave = _waveform(midi_or_roll, encoding, sample_rate, max_seconds)
     return Audio(data=wave, rate=int(sample_rate), normalize=bool(np.any(wave)))  # silence cannot be normalized
 
 
 def _data_uri(wave, sample_rate):
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak > 0:
-        wave = wave * (PEAK / peak)
+    wave = wave * (PEAK / peak) if peak > 0 else wave
     return "data:audio/wav;base64," + base64.b64encode(_wav_bytes(wave, sample_rate)).decode("ascii")
 
 
 def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=DEFAULT_MAX_SECONDS, title=None):
-    """Labelled players side by side, as static HTML (chapter 05_fast_wavenet).
-
-    ``items`` maps a label to a roll, ``PrettyMIDI``, ``.mid`` path or 1-D waveform (a list of
-    pairs works too). Returns ``IPython.display.HTML`` with one ``<audio controls>`` element per
-    item whose source is a base64 WAV data URI: it plays in the built book without a kernel or a
-    network. Each clip is cut to ``max_seconds``.
-    """
+    """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll,
+    ``PrettyMIDI``, ``.mid`` path or 1-D waveform (or is a list of pairs); each clip, cut to
+    ``max_seconds``, is an ``<audio>`` element with a base64 WAV source, so it plays without a kernel."""
     from IPython.display import HTML
-
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
     if not pairs or int(columns) < 1:
         raise ValueError(f"player_grid needs at least one item (label -> roll, MIDI or waveform) and columns >= 1, "

@@ -32,10 +32,8 @@ def _cmd_data(args):
     """Build (or check) the corpus and its dataset; print a summary."""
     from . import corpus as corpus_stage
     from . import data
-
-    t0 = time.perf_counter()
+    t0, folder = time.perf_counter(), Path(args.corpus or ".").expanduser()
     if args.corpus:
-        folder = Path(args.corpus).expanduser()
         if not folder.is_dir() or not corpus_stage.midi_files(folder):
             raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
         print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
@@ -63,16 +61,14 @@ def _cmd_train(args):
     from .config import RunConfig
     from .train import train
 
+    from . import benchmark
     run_dir = Path(args.run_dir)
     if args.config is not None and not Path(args.config).is_file():
         raise ConfigError("--config", f"{args.config}: no such file (a JSON run config is expected)")
     config = RunConfig.from_json(args.config or run_dir / "config.json") if (
         args.config or (run_dir / "config.json").is_file()) else RunConfig()
-    dataset = None
-    if config.data.benchmark is not None:
-        from . import benchmark
-
-        dataset = benchmark.dataset(benchmark.load(config.data.benchmark), config.data.transpose)
+    b = config.data.benchmark
+    dataset = benchmark.dataset(benchmark.load(b), config.data.transpose) if b is not None else None
     history = train(run_dir, config, steps=args.steps, progress=not args.quiet, dataset=dataset)
     val = [r["val_loss"] for r in history.rows if r.get("val_loss") is not None]
     print(f"{run_dir}: step {history.final_step}, validation loss "
@@ -93,13 +89,11 @@ def _write_performances(rolls, out, encoding, audio, settings):
     from . import _io
     from . import audio as audio_stage
     from .encoding import write_midi
-
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, roll in enumerate(rolls):
         paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))
-        if audio:
-            paths.append(audio_stage.write_wav(roll, out / f"performance_{k:02d}.wav", encoding=encoding))
+        paths += [audio_stage.write_wav(roll, out / f"performance_{k:02d}.wav", encoding=encoding)] if audio else []
     paths.append(_io.write_bytes(out / "performance.json", json.dumps(settings, indent=2, sort_keys=True) + "\n"))
     return paths
 
@@ -109,7 +103,6 @@ def _cmd_generate(args):
     ``.wav``) and the settings as ``performance.json`` in ``--out``."""
     from .generate import EDGE_THRESHOLDS, FastSampler, generate
     from .runs import encoding_of, load_model
-
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} exists and is not a folder")
@@ -130,9 +123,9 @@ def _cmd_generate(args):
                 "streams": args.streams, "temperature": args.temperature, "random_seed": args.random_seed,
                 "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
                 "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
-    for path in _write_performances(rolls, out, encoding, not args.no_audio, settings):
-        if not args.quiet:
-            print(path)
+    paths = _write_performances(rolls, out, encoding, not args.no_audio, settings)
+    if not args.quiet:
+        print("\n".join(map(str, paths)))
     return 0
 
 
@@ -141,7 +134,6 @@ def _cmd_import_pianonet(args):
     from . import pianonet
     from .encoding import Encoding
     from .model import model_receptive_field
-
     try:
         encoding = Encoding(args.steps_per_second, args.lowest, args.keys)
     except ValueError as exc:

@@ -1,13 +1,11 @@
 """Run configs: plain dataclasses read by ONE generic ``_from_dict`` (chapter 04_training).
 
 A run config has four sections, ``data``, ``model``, ``training`` and ``validation``. Every field
-carries its rule (a check and the words for what is allowed) in its dataclass metadata, and
-:func:`_from_dict` applies them all at the boundary -- a JSON file, a dict, ``RunConfig(model=...)``
--- so the stages behind it never check a setting again. An unknown key, a wrong type or a bad value
-raises :class:`~pianolab.errors.ConfigError` naming the dotted key (``training.lr``).
-
-Why dataclasses rather than pydantic: the rules fit in one table-like class per section, the
-messages are in the book's words, and the package needs no extra dependency.
+carries its rule (a check and the words for what is allowed) in its metadata; :func:`_from_dict`
+applies them at the boundary (a JSON file, a dict, ``RunConfig(model=...)``), so the stages never
+check a setting again, and an unknown key or bad value raises ``ConfigError`` naming the dotted key
+(``training.lr``). Dataclasses rather than pydantic: the rules fit one table-like class per section,
+the messages are in the book's words, and the package needs no extra dependency.
 """
 
 import copy

@@ -45,7 +45,6 @@ def _read_json(path):
 
 def _progress(iterable=None, *, enabled, total=None, desc=None):
     from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="piece", disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True)
 
@@ -72,7 +71,6 @@ def piece_name(path, folder):
 def _resolve_work(name):
     """The file of a music21 corpus work ``name`` ('bach/bwv10.7'), or None when absent."""
     from music21 import corpus
-
     try:
         found = corpus.getWork(name)
     except Exception:
@@ -88,7 +86,6 @@ def _sources():
     "path"}``, each score file once (music21 names some chorales twice), ``missing`` the keyboard works
     this music21 lacks."""
     from music21 import corpus
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         chorale_names = list(corpus.chorales.Iterator(returnType="filename"))
@@ -114,7 +111,6 @@ def _export_work(source):
     import music21
     import pretty_midi
     from music21 import converter, repeat, stream
-
     out = {"name": source["name"], "work": source["work"]}
     try:
         with warnings.catch_warnings():
@@ -145,7 +141,6 @@ def _export_work(source):
 def _retime_midi(data, ticks_per_quarter):
     """MIDI bytes with every event moved to the nearest tick of a new resolution (order kept)."""
     import mido
-
     src = mido.MidiFile(file=io.BytesIO(data))
     old = src.ticks_per_beat
     if old == ticks_per_quarter:
@@ -166,10 +161,9 @@ def _retime_midi(data, ticks_per_quarter):
 
 def _corpus_cache_valid(folder, manifest):
     """True when ``manifest`` describes the corpus this pianolab/music21 would build, all present."""
-    if not manifest or manifest.get("format") != "pianolab-corpus" or not manifest.get("pieces"):
-        return False
-    found = [manifest.get(k) for k in ("version", "music21", "ticks_per_quarter")]
-    if found + list(manifest.get("keyboard_works", [])) != [CORPUS_VERSION, _music21(), TICKS_PER_QUARTER, *KEYBOARD_WORKS]:
+    found = [manifest.get(k) for k in ("format", "version", "music21", "ticks_per_quarter", "keyboard_works")] \
+        if isinstance(manifest, dict) and manifest.get("pieces") else None
+    if found != ["pianolab-corpus", CORPUS_VERSION, _music21(), TICKS_PER_QUARTER, list(KEYBOARD_WORKS)]:
         return False
     try:
         return all((folder / p["file"]).stat().st_size == p["bytes"] for p in manifest["pieces"])
@@ -186,22 +180,16 @@ def _music21():
 
 def default_corpus(progress=True, force=False, *, folder=None, sources=None, workers=None):
     """Export the built-in corpus to MIDI once, deterministically; returns its folder (chapter 01_encoding).
-
     Failed scores are reported on stderr and listed under ``failed``; a folder whose manifest matches
-    (versions, works, file sizes) is reused unless ``force``. ``folder``, ``sources``, ``workers``: tests.
-    """
+    (versions, works, file sizes) is reused unless ``force``. ``folder``, ``sources``, ``workers``: tests."""
     folder = Path(folder) if folder is not None else data_dir() / "corpus" / "default"
-    manifest_path = folder / "manifest.json"
-    custom = sources is not None
+    manifest_path, custom = folder / "manifest.json", sources is not None
     if not force and not custom and _corpus_cache_valid(folder, _read_json(manifest_path)):
         return folder
-
     t0 = time.perf_counter()
     sources, missing = _sources() if sources is None else (sources, [])
     sources = sorted(sources, key=lambda s: s["name"])
-    workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
-    workers = max(1, min(workers, len(sources) or 1))
-
+    workers = max(1, min(min(2, os.cpu_count() or 1) if workers is None else int(workers), len(sources) or 1))
     folder.mkdir(parents=True, exist_ok=True)
     pieces, failed = [], []
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
@@ -226,9 +214,8 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
             pool.terminate()
 
     keep = {p["file"] for p in pieces}  # stale MIDI files of an earlier build go
-    for path in midi_files(folder):
-        if path.relative_to(folder).as_posix() not in keep:
-            path.unlink()
+    for path in (p for p in midi_files(folder) if p.relative_to(folder).as_posix() not in keep):
+        path.unlink()
 
     failed += [{"name": None, "work": work, "reason": "not in this music21 corpus"} for work in missing]
     for f in failed:

@@ -45,12 +45,10 @@ class Split:
 
     def piece(self, i):
         """Piece ``i`` (an index or a name) as a flat key-state array."""
-        if isinstance(i, str):
-            names = [p[0] for p in self.pieces]
-            if i not in names:
-                raise KeyError(f"no piece {i!r} in the {self.name} split")
-            i = names.index(i)
-        _, a, b = self.pieces[i]
+        names = [p[0] for p in self.pieces]
+        if isinstance(i, str) and i not in names:
+            raise KeyError(f"no piece {i!r} in the {self.name} split")
+        _, a, b = self.pieces[names.index(i) if isinstance(i, str) else i]
         return self.sequence[a:b]
 
     def roll(self, i):
@@ -141,8 +139,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
     """
     lo, hi = (float(v) for v in stretch)
-    if not isinstance(encoding, Encoding):
-        encoding = Encoding.from_dict(dict(encoding))
+    encoding = encoding if isinstance(encoding, Encoding) else Encoding.from_dict(dict(encoding))
     corpus = Path(default_corpus(progress=progress) if corpus is None else corpus)
     files = midi_files(corpus)
     if not files:
@@ -153,10 +150,9 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     key = _json_hash({"version": DATASET_VERSION, "encoding": encoding.to_dict(), "params": params,
                       "encoder": _encoder_fingerprint(), "corpus": _corpus_fingerprint(corpus, files)})
     if out is None:  # the folder name depends on the parameters only: a changed corpus rebuilds in place
-        name = corpus.name or "corpus"
-        is_default = encoding == DEFAULT_ENCODING and params == DEFAULT_DATASET_PARAMS
-        tag = _json_hash({"encoding": encoding.to_dict(), "params": params})[:10]
-        out = data_dir() / "datasets" / (name if is_default else f"{name}-{tag}")
+        tag = "" if encoding == DEFAULT_ENCODING and params == DEFAULT_DATASET_PARAMS else \
+            "-" + _json_hash({"encoding": encoding.to_dict(), "params": params})[:10]
+        out = data_dir() / "datasets" / f"{corpus.name or 'corpus'}{tag}"
     out = Path(out)
     if not force and _cached(out, key):
         return out
@@ -173,9 +169,8 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
                 break
             path = by_name[name]
             try:
-                pm = load_midi(path)
-                rolls[name] = midi_to_roll(pm, encoding)
-                midis[name] = pm
+                midis[name] = load_midi(path)
+                rolls[name] = midi_to_roll(midis[name], encoding)
                 bar.update(1)
             except MidiError as exc:
                 skipped.append({"file": path.relative_to(corpus).as_posix(), "reason": exc.reason})
@@ -193,8 +188,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         for f in _stretch_factors(name, n_clones, (lo, hi), seed):
             train_entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
         for shift in transpose:
-            moved = transpose_roll(rolls[name], shift)
-            if moved is not None:
+            if (moved := transpose_roll(rolls[name], shift)) is not None:
                 train_entries.append((f"{name}@t{shift:+d}", name, 1.0, moved))
     val_entries = [(name, name, 1.0, rolls[name]) for name in val_names]
     del midis
@@ -204,15 +198,13 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     for split, entries in (("train", train_entries), ("val", val_entries)):
         records, pos = [], 0
         for name, source, f, roll in entries:
-            records.append({"name": name, "source": source, "stretch": f, "start": pos,
-                            "stop": pos + roll.size})
+            records.append({"name": name, "source": source, "stretch": f, "start": pos, "stop": pos + roll.size})
             pos += roll.size
         _write_npy(out / f"{split}.npy", [roll for *_, roll in entries], pos)
         splits[split] = {"file": f"{split}.npy", "key_states": pos, "pieces": records}
         stats[split] = _stats([roll for *_, roll in entries], encoding, sum(e[0] == e[1] for e in entries))
     stats["corpus"] = _stats([rolls[name] for name in train_names + val_names], encoding)
-    for part in stats.values():
-        part["per_key"] = part["per_key"].tolist()
+    stats = {part: dict(st, per_key=st["per_key"].tolist()) for part, st in stats.items()}
 
     index = {"format": "pianolab-dataset", "version": DATASET_VERSION, "key": key, "corpus": str(corpus),
              "encoding": encoding.to_dict(), "params": params,
@@ -226,22 +218,18 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
 def _write_npy(path, rolls, total):
     """Write the rolls laid end to end as one flat uint8 .npy, atomically."""
     with _io.atomic_path(path, suffix=".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total,))
-        pos = 0
-        for roll in rolls:
-            flat = roll_to_sequence(roll)
-            arr[pos:pos + flat.size] = flat
-            pos += flat.size
+        arr, pos = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total,)), 0
+        for flat in map(roll_to_sequence, rolls):
+            arr[pos:pos + flat.size], pos = flat, pos + flat.size
         arr.flush()
         del arr
 
 
 def _stats(rolls, encoding, originals=None):
     k = encoding.n_keys
-    per_key = sum((np.asarray(r).reshape(-1, k).sum(axis=0, dtype=np.int64) for r in rolls),
-                  np.zeros(k, np.int64))
+    per_key = sum((np.asarray(r).reshape(-1, k).sum(axis=0, dtype=np.int64) for r in rolls), np.zeros(k, np.int64))
     steps = sum(np.asarray(r).size for r in rolls) // k
-    down, key_states = int(per_key.sum()), steps * encoding.n_keys
+    down, key_states = int(per_key.sum()), steps * k
     return {"pieces": len(rolls), "originals": len(rolls) if originals is None else int(originals),
             "steps": int(steps), "minutes": round(steps / encoding.steps_per_second / 60.0, 3),
             "key_states": int(key_states), "key_down": down,
@@ -259,8 +247,7 @@ def load_dataset(path=None):
     if index.get("version") != DATASET_VERSION:
         raise ConfigError("dataset", f"{path} has format version {index.get('version')}, "
                                      f"this pianolab reads {DATASET_VERSION}: rebuild it with force=True")
-    encoding = Encoding.from_dict(index["encoding"])
-    splits = {}
+    encoding, splits = Encoding.from_dict(index["encoding"]), {}
     for split in ("train", "val"):
         info = index["splits"][split]
         try:

@@ -66,7 +66,6 @@ def load_midi(source):
     """A MIDI path (or a ``PrettyMIDI``, returned as is) -> ``PrettyMIDI``; a file that cannot be
     read raises :class:`MidiError` naming it (chapter 01_encoding)."""
     import pretty_midi
-
     if isinstance(source, pretty_midi.PrettyMIDI):
         return source
     path = Path(source)
@@ -176,7 +175,6 @@ def _check_roll(roll, n_keys=None):
 def roll_to_midi(roll, encoding=DEFAULT_ENCODING):
     """Binary roll -> ``PrettyMIDI``, one piano note per run of 1s (chapter 01_encoding)."""
     import pretty_midi
-
     roll = _check_roll(roll, encoding.n_keys)
     fs = encoding.steps_per_second
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)  # 960 ticks/s, 20 a step at 48 steps/s

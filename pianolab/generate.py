@@ -1,11 +1,10 @@
 """Sampling music from a trained model: the naive loop, Fast-WaveNet, the controls (chapter 05_fast_wavenet).
 
 A model gives ``p(next key state = 1 | the last RF key states)``; music is drawn one key state at a
-time. :func:`naive_sample` runs the whole model over the last ``RF`` states for every new state
-(the reference). :class:`FastSampler` is Fast-WaveNet (Paine et al. 2016): a layer with dilation
-``d`` keeps a queue of its last ``d`` inputs, filled by one pass over the seed, so a new state
-costs one kernel-2 step per layer, ``y[t] = act(x[t - d] @ W[0] + x[t] @ W[1] + b)`` (Keras' tap 0
-multiplies the older input), compiled with numba in ``pianolab._kernel``.
+time. :func:`naive_sample` runs the whole model over the last ``RF`` states for every new state (the
+reference); :class:`FastSampler` is Fast-WaveNet (Paine et al. 2016): a layer with dilation ``d``
+keeps a queue of its last ``d`` inputs, so a new state costs one kernel-2 step per layer,
+``y[t] = act(x[t - d] @ W[0] + x[t] @ W[1] + b)``, compiled with numba in ``pianolab._kernel``.
 
 Controls, the same in both: ``random_seed`` (stream ``k`` draws from ``default_rng([random_seed,
 k])``: same settings, same performance, down to the MIDI bytes); ``temperature`` (divides the
@@ -51,7 +50,6 @@ def read_layers(model):
     dilation ``2**i`` from 1 in each block, then a 1x1 sigmoid) raises ``ValueError`` naming the layer.
     """
     import keras
-
     layers = [lay for lay in model.layers if not isinstance(lay, keras.layers.InputLayer)]
     convs, c_in = [], 1
     for i, lay in enumerate(layers):
@@ -133,7 +131,6 @@ def _seed_rolls(seed, streams):
 def _load_seed(seed, encoding, seed_seconds=None):
     """None / 'silence', a roll, a PrettyMIDI, a MIDI path or 'corpus:NAME' -> a roll or None."""
     import pretty_midi
-
     if seed is None or (isinstance(seed, str) and seed.strip().lower() in ("", "silence", "none")):
         return None
     if isinstance(seed, str) and seed.startswith("corpus:"):
@@ -152,7 +149,6 @@ def _load_seed(seed, encoding, seed_seconds=None):
 
 def _corpus_piece(name):
     from .corpus import default_corpus, midi_files, piece_name
-
     if not name:
         raise ConfigError("seed", "'corpus:' needs the name of a piece, e.g. 'corpus:keyboard/bach_bwv846'")
     folder = default_corpus(progress=False)
@@ -180,14 +176,10 @@ def _controls(p, key, inv_temp, thr, n_keys):
 
 def naive_sample(model, seed_roll=None, n_steps=48, *, streams=1, temperature=1.0, edge_aversion=True,
                  random_seed=0, n_keys=DEFAULT_ENCODING.n_keys):
-    """``n_steps`` time steps the slow way: the whole model over the last RF states of every stream
-    for every key state (chapter 05_fast_wavenet).
-
-    Same seeds and settings give the same music as :meth:`FastSampler.sample`. Returns uint8
-    ``[streams, n_steps, n_keys]``.
-    """
+    """``n_steps`` time steps the slow way, the whole model over the last RF states of every stream for
+    every key state: uint8 ``[streams, n_steps, n_keys]``, the music :meth:`FastSampler.sample` plays
+    with the same seeds and settings (chapter 05_fast_wavenet)."""
     from .model import model_receptive_field
-
     rf = model_receptive_field(model)
     inv_temp, thr = 1 / _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, n_keys)
     seeds = _seed_rolls(seed_roll, streams)

@@ -26,10 +26,8 @@ UNITS = {"notes_per_second": "notes/s", "key_down_rate": "fraction of key states
 
 def _statistics(roll, onset, encoding):
     """The statistics of ``roll`` (bool ``[T, K]``) whose onsets are ``onset`` (bool ``[T, K]``)."""
-    steps = roll.shape[0]
-    down_per_step = roll.sum(axis=1)
-    sounding = down_per_step > 0
-    keys = np.flatnonzero(roll.any(axis=0))
+    steps, down_per_step = roll.shape[0], roll.sum(axis=1)
+    sounding, keys = down_per_step > 0, np.flatnonzero(roll.any(axis=0))
     pc = np.bincount(encoding.pitches % 12, weights=onset.sum(axis=0), minlength=12)
     return {
         "notes_per_second": float(onset.sum() * encoding.steps_per_second / steps) if steps else 0.0,
@@ -44,9 +42,7 @@ def _statistics(roll, onset, encoding):
 
 def _roll_and_onsets(roll, encoding):
     roll = _check_roll(roll, encoding.n_keys).astype(bool)
-    before = np.zeros_like(roll)
-    before[1:] = roll[:-1]
-    return roll, roll & ~before
+    return roll, roll & ~np.pad(roll[:-1], ((1, 0), (0, 0)))
 
 
 def set_statistics(rolls, encoding=DEFAULT_ENCODING):
@@ -65,8 +61,7 @@ def _windowed(roll, encoding, window_seconds):
     if win < 1:
         raise ValueError(f"a window of {window_seconds} s is shorter than one time step")
     roll, onset = _roll_and_onsets(roll, encoding)
-    starts = range(0, len(roll) - win + 1, win)
-    rows = [_statistics(roll[s:s + win], onset[s:s + win], encoding) for s in starts]
+    rows = [_statistics(roll[s:s + win], onset[s:s + win], encoding) for s in range(0, len(roll) - win + 1, win)]
     return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in SCALAR_STATISTICS}
 
 
@@ -75,12 +70,9 @@ def statistics_over_time(rolls, encoding=DEFAULT_ENCODING, window_seconds=5.0):
     pieces), plus ``time``, the window centres in seconds (chapter 06_shallow_vs_deep)."""
     per = [_windowed(r, encoding, window_seconds) for r in rolls]
     n = max((len(p["polyphony"]) for p in per), default=0)
-    out = {"time": (np.arange(n) + 0.5) * window_seconds}
-    for name in SCALAR_STATISTICS:
-        out[name] = np.full((len(per), n), np.nan)
-        for i, p in enumerate(per):
-            out[name][i, :len(p[name])] = p[name]
-    return out
+    pad = lambda v: np.pad(v, (0, n - len(v)), constant_values=np.nan)  # noqa: E731
+    return {"time": (np.arange(n) + 0.5) * window_seconds} | {
+        name: np.array([pad(p[name]) for p in per]).reshape(len(per), n) for name in SCALAR_STATISTICS}
 
 
 def reference_band(rolls, encoding=DEFAULT_ENCODING, window_seconds=5.0, percentiles=(10, 50, 90)):
@@ -141,9 +133,8 @@ def pitch_class_kl(reference, generated, smoothing=1e-3):
     if p.sum() <= 0 or q.sum() <= 0:
         raise ValueError("pitch_class_kl needs histograms with some mass (or smoothing > 0)")
     p, q = p / p.sum(), q / q.sum()
-    m = p > 0
     with np.errstate(divide="ignore"):
-        return float(np.sum(p[m] * np.log(p[m] / q[m])))
+        return float(np.sum(p[p > 0] * np.log(p[p > 0] / q[p > 0])))
 
 
 def compare_sets(generated, reference, encoding=DEFAULT_ENCODING):

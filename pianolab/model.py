@@ -1,16 +1,11 @@
 """PianoNet-style stacks of dilated causal convolutions (chapters 02_chain_rule and 03_receptive_field).
 
-A model is described by ``filter_increments``: one list per block, one number per layer. Layer
-``i`` of a block is a ``Conv1D(kernel_size=2, dilation_rate=2**i, padding='valid')`` with an ELU;
-``i`` starts again at 0 in every block. Each number is how many filters that layer has *more than
-the layer before it*, so filter counts accumulate across the whole net. A final 1x1 convolution
-with a sigmoid gives ``p(key down)`` for every position.
-
-With 'valid' padding an input of length ``L`` gives ``L - RF + 1`` outputs, where ``RF`` is the
-receptive field; output ``j`` sees inputs ``j .. j + RF - 1`` and predicts the key state right after
-them. So ``RF + N - 1`` inputs give ``N`` predictions.
-
-Keras' kernel tap 0 multiplies the *older* sample of each pair: ``y[t] = W[0] x[t] + W[1] x[t + d]``.
+A model is described by ``filter_increments``: one list per block, one number per layer, how many
+filters the layer has *more than the layer before it* (counts accumulate across the net). Layer ``i``
+of a block is a ``Conv1D(kernel_size=2, dilation_rate=2**i, padding='valid')`` with an ELU, ``i`` from
+0 in every block; a final 1x1 convolution with a sigmoid gives ``p(key down)``. An input of length
+``L`` gives ``L - RF + 1`` outputs: output ``j`` sees inputs ``j .. j + RF - 1`` (RF, the receptive
+field) and predicts the key state after them. Keras' tap 0 multiplies the *older* input of a pair.
 """
 
 import math
@@ -72,15 +67,11 @@ def logit(p):
 
 def build_model(filter_increments, *, output_bias=0.0, activation="elu", name="pianolab",
                 seed=None):
-    """Build the Keras model (chapter 03_receptive_field).
-
-    ``filter_increments`` is a list of blocks (or a preset name). ``output_bias`` starts the final
-    sigmoid at that logit: pass ``logit(key_down_rate)`` for a calibrated start (about -3.2 for 4%
-    keys down). ``seed`` makes the initial weights reproducible. Input shape ``(batch, length, 1)``,
-    output ``(batch, length - RF + 1, 1)`` probabilities.
-    """
+    """The Keras model of ``filter_increments`` (blocks, or a preset's name), input ``(batch, length, 1)``,
+    output ``(batch, length - RF + 1, 1)`` probabilities (chapter 03_receptive_field). ``output_bias``:
+    the final sigmoid's starting logit (``logit(key_down_rate)``: about -3.2 for 4% keys down);
+    ``seed``: reproducible initial weights."""
     import keras
-
     plan = layer_plan(filter_increments)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))

@@ -36,7 +36,6 @@ def read_layers(src):
     (chapter 09_pianonet_models)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
-
     src = Path(src)
     if not (src / "saved_model.pb").is_file() or not (src / "variables").is_dir():
         raise ConfigError("SRC", f"{src} is not a SavedModel folder (saved_model.pb and variables/)")
@@ -46,7 +45,6 @@ def read_layers(src):
     meta = {i: node.user_object.metadata for i, node in enumerate(graph.nodes)}
     if (src / "keras_metadata.pb").is_file():
         from tensorflow.python.keras.protobuf import saved_metadata_pb2
-
         keras_meta = saved_metadata_pb2.SavedMetadata()
         keras_meta.ParseFromString((src / "keras_metadata.pb").read_bytes())
         meta = {node.node_id: node.metadata for node in keras_meta.nodes}

@@ -16,7 +16,6 @@ def _new_axes(ax, figsize):
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
-
     return plt.subplots(figsize=figsize)[1]
 
 
@@ -34,7 +33,6 @@ def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None
     sounding keys, ``"all"`` shows the whole key window; ``start`` is the time of the roll's first step.
     """
     import matplotlib.colors as mcolors
-
     if keys not in ("used", "all"):
         raise ValueError(f"keys must be 'used' or 'all', got {keys!r}")
     roll = _check_roll(roll, encoding.n_keys)
@@ -59,15 +57,11 @@ def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None
 
 
 def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start_step=0, figsize=(10, 4.5)):
-    """How a few time steps of a roll become one sequence of key states (chapter 01_encoding).
-
-    Top: the slice as a grid (time steps across, keys up); bottom: the same cells in the order the
-    model reads them, ``roll.reshape(-1)``. Small grids number each cell by its place in the sequence.
-    ``lowest``: MIDI pitch of the slice's first column (default: the encoding's). Returns both axes.
-    """
+    """How a few time steps of a roll become one sequence of key states (chapter 01_encoding): the slice
+    as a grid (time steps across, keys up) over the same cells in the order the model reads them,
+    ``roll.reshape(-1)``, each numbered by its place when few. ``lowest``: the MIDI pitch of column 0."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
     roll_slice = _check_roll(roll_slice)
     (n_steps, n_keys), fs = roll_slice.shape, float(encoding.steps_per_second)
     if roll_slice.size == 0:
@@ -104,14 +98,10 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
 
 
 def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
-    """Loss curves: training step on x, nats per key state on y (chapter 04_training).
-
-    ``history``: a run directory or its ``history.csv``, or a dict of columns ``step``, ``train_loss``
-    and ``val_loss`` (:meth:`pianolab.runs.History.as_dict`; None where a row has no value).
-    ``label`` prefixes the legend entries, so several runs can share one axes.
-    """
+    """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a run
+    directory, its ``history.csv`` or a dict of columns (:meth:`pianolab.runs.History.as_dict`);
+    ``label`` prefixes the legend entries, so several runs can share one axes."""
     from .runs import History
-
     source = history if isinstance(history, (str, os.PathLike)) else "the history"
     history = History.read(history).as_dict() if isinstance(history, (str, os.PathLike)) else history
     ax = _new_axes(ax, (7, 4))
@@ -161,7 +151,6 @@ def plot_key_histogram(rolls, encoding=DEFAULT_ENCODING, ax=None, *, title=None,
     lo, hi = encoding.lowest - 0.5, encoding.highest + 0.5
     if show_edges:
         from .generate import EDGE_THRESHOLDS
-
         e = min(len(EDGE_THRESHOLDS), encoding.n_keys // 2)
         ax.axvspan(lo, lo + e, color="red", alpha=0.08, label="edge zones")
         ax.axvspan(hi - e, hi, color="red", alpha=0.08)

@@ -71,7 +71,6 @@ class History:
 
 def _plot_history(history, path):
     from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for name, style in (("train_loss", "-"), ("val_loss", "o-")):
@@ -100,13 +99,10 @@ def validation_windows(split, receptive_field, n_targets, n_windows, seed=0):
 
 
 def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed=0, windows=None):
-    """Loss of ``model`` on a split (chapter 04_training): every key state of every piece once
-    (``n_windows=None``), or ``n_windows`` fixed windows drawn with ``seed`` (or given ``windows``,
-    ``(x, y, w)`` from :func:`validation_windows`).
-
-    Returns ``loss_per_state`` (nats per key state), ``nats_per_step`` (times the number of keys),
-    ``key_states`` (how many were scored) and ``n_keys``.
-    """
+    """Loss of ``model`` on a split (chapter 04_training), over every key state of every piece once
+    (``n_windows=None``), ``n_windows`` fixed windows drawn with ``seed``, or given ``windows`` (from
+    :func:`validation_windows`): ``loss_per_state`` (nats per key state), ``nats_per_step`` (times the
+    number of keys), ``key_states`` (how many were scored) and ``n_keys``."""
     rf, n, n_keys = model_receptive_field(model), int(n_targets or 8192), split.encoding.n_keys
     if windows is None and n_windows is None:
         batches = Windows(split, rf, n).tiles(batch_size)
@@ -136,7 +132,6 @@ def load_model(path, which="latest", compile=False):
     """A trained model from a ``.keras`` file, a run directory (``which``: 'latest' = model.keras,
     'best' = best.keras) or a shipped model's name (chapter 04_training)."""
     import keras
-
     path = _run_path(path)
     if which not in ("latest", "best"):
         raise ConfigError("which", f"expected 'latest' or 'best', got {which!r}")

@@ -84,13 +84,11 @@ def _make_model(config, dataset):
 
 def _jit(config):
     import keras
-
     return True if keras.backend.backend() == "jax" else config.training.jit_compile  # JAX is eager without
 
 
 def _compile(model, config):
     import keras
-
     t = config.training
     lr = t.lr if t.lr_final is None else keras.optimizers.schedules.CosineDecay(t.lr, max(1, t.steps), t.lr_final / t.lr)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), jit_compile=_jit(config),
@@ -105,7 +103,6 @@ class _Trainer:
 
     def __init__(self, run_dir, config, dataset, progress=True):
         import keras
-
         self.run_dir, self.config, self.dataset, self.progress = Path(run_dir), config, dataset, progress
         self.ckpt_dir = self.run_dir / "checkpoints"
         for folder in (self.run_dir, self.ckpt_dir, self.run_dir / "snapshots"):
@@ -114,7 +111,6 @@ class _Trainer:
         self._val = self._twin = self.strategy = None
         if config.training.distribute == "mirrored":
             import tensorflow as tf  # the config allows 'mirrored' on the TensorFlow backend only
-
             if keras.backend.backend() != "tensorflow":
                 raise ConfigError("training.distribute", f"'mirrored' needs KERAS_BACKEND=tensorflow, not "
                                                          f"{keras.backend.backend()!r}")
@@ -174,11 +170,8 @@ class _Trainer:
 
     def train_steps(self, k, bar=None, batch_size=None):
         """Run ``k`` optimizer steps at the ramp's batch size (or ``batch_size``); the per-step losses.
-
-        One ``train_on_batch`` per step; under a distribution strategy the ``k`` steps are one
-        ``fit`` call instead, which splits every batch over the replicas (``train_on_batch`` would
-        give each replica the whole batch), and each step is reported with the mean loss of the ``k``.
-        """
+        One ``train_on_batch`` a step; under a strategy one ``fit`` for the ``k``, which splits every
+        batch over the replicas (each step then reports the mean loss of the ``k``)."""
         b = self.config.batch_size_at(self.step) if batch_size is None else int(batch_size)
         if self.strategy:  # every replica needs a share of the batch
             b = -(-b // self.strategy.num_replicas_in_sync) * self.strategy.num_replicas_in_sync
@@ -234,7 +227,6 @@ class _Trainer:
     def run(self, total):
         """Train until ``total`` steps in all; returns the :class:`History`."""
         from tqdm.auto import tqdm
-
         t, total = self.config.training, int(total)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.step == 0 and not self.history.rows and t.validate_every:
@@ -271,14 +263,10 @@ def _next(s, every):
 
 
 def train(run_dir, config=None, steps=None, progress=True, *, dataset=None):
-    """Train (or resume) the run in ``run_dir`` (chapter 04_training).
-
-    ``config``: a :class:`~pianolab.config.RunConfig`, a dict or a JSON path for a new run (None:
-    the run's own ``config.json``, or the defaults). An existing run may be resumed with more
-    ``training.steps`` and ``training.snapshot_at``, nothing else changed. ``steps``: train until
-    this many steps in all. ``dataset``: splits to use instead of the config's data section.
-    Returns the :class:`History`.
-    """
+    """Train (or resume) the run in ``run_dir``; returns its :class:`History` (chapter 04_training).
+    ``config``: a :class:`~pianolab.config.RunConfig`, a dict or a JSON path (None: the run's own, or
+    the defaults); a run resumes with more ``training.steps`` or ``snapshot_at``, nothing else changed.
+    ``steps``: train until this many in all. ``dataset``: splits instead of the config's data section."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     existing = RunConfig.from_json(path) if path.is_file() else None
