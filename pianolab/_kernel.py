@@ -131,11 +131,13 @@ def _run_group(net, Q, xlast, s0, s1, t0, n, forced, u, n_keys, inv_temp, thr, p
     G, cmax = s1 - s0, B.shape[1]
     h, xs = np.zeros((G, cmax), np.float32), np.zeros((G, 2 * cmax), np.float32)
     ibuf, fbuf = np.zeros(cmax, np.int32), np.zeros(cmax, np.float32)
+    x = xlast[s0:s1].copy()
     for i in range(n):
         t = t0 + i
         for s in range(G):
-            h[s, :cin[0]] = _F0
-            h[s, 0] = xlast[s0 + s]
+            h[s, 0] = x[s]
+            for k in range(1, cin[0]):
+                h[s, k] = _F0
         for l in range(cin.shape[0]):
             ci, co = cin[l], cout[l]
             row = qoff[l] + (t & (dil[l] - 1)) * ci  # holds x[t - d]; gets x[t]
@@ -160,14 +162,15 @@ def _run_group(net, Q, xlast, s0, s1, t0, n, forced, u, n_keys, inv_temp, thr, p
             p = _F1 / (_F1 + np.exp(min(-z, np.float32(80.0))))
             probs[s0 + s, i] = p
             if forced.shape[1]:
-                x = np.float32(forced[s0 + s, i])
+                x[s] = np.float32(forced[s0 + s, i])
             else:
                 if inv_temp != _F1:
                     p = _F1 / (_F1 + np.exp(min(-z * inv_temp, np.float32(80.0))))
                 if dist < thr.shape[0] and p < thr[dist]:
                     p = _F0
-                x = _F1 if u[s0 + s, i] < p else _F0
-            states[s0 + s, i], xlast[s0 + s] = np.uint8(x), x
+                x[s] = _F1 if u[s0 + s, i] < p else _F0
+            states[s0 + s, i] = np.uint8(x[s])
+    xlast[s0:s1] = x
 
 
 @njit(cache=True, parallel=True)

@@ -85,8 +85,8 @@ def _plot_history(history, path):
     _io.write_bytes(path, buf.getvalue())
 
 
-def bce(y, p):
-    """Binary cross-entropy in nats, float64, probabilities clipped like Keras' (chapter 02_chain_rule)."""
+def _bce(y, p):
+    """Binary cross-entropy in nats, float64, probabilities clipped like Keras'."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
 
@@ -113,7 +113,7 @@ def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed
     total = count = 0.0
     for x, y, w in batches:
         p = np.asarray(model.predict_on_batch(x.astype(np.float32)))[..., 0]
-        total, count = total + float((bce(y[..., 0], p) * w).sum()), count + float(w.sum())
+        total, count = total + float((_bce(y[..., 0], p) * w).sum()), count + float(w.sum())
     loss = total / count if count else math.nan
     return {"loss_per_state": loss, "nats_per_step": loss * n_keys, "key_states": int(count), "n_keys": n_keys}
 

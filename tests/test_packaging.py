@@ -8,6 +8,7 @@ import inspect
 import json
 import pkgutil
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -181,29 +182,51 @@ def _public_objects():
     return out
 
 
-def _chapter_names_used():
-    """{chapter: the names its code cells use}: every name, attribute and imported name, read with
-    ``ast`` (so a name in a string or a comment does not count)."""
+def _pianolab_objects_used(tree):
+    """The pianolab objects a chapter's code refers to: names imported from a pianolab module, and
+    attributes of a pianolab module bound to a name (``from pianolab import data`` ... ``data.statistics``)."""
+    import ast
+
+    modules, found = {}, set()  # local name -> pianolab module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pianolab":
+            for alias in node.names:
+                try:  # a submodule (from pianolab import data), else a name in the module
+                    obj = importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    obj = getattr(importlib.import_module(node.module), alias.name, None)
+                if inspect.ismodule(obj):
+                    modules[alias.asname or alias.name] = obj
+                else:
+                    found.add(id(obj))
+        elif isinstance(node, ast.Import):
+            for alias in (a for a in node.names if a.name.split(".")[0] == "pianolab"):
+                modules[alias.asname or alias.name] = importlib.import_module(alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = ast.unparse(node.value)
+            module = modules.get(base) or (sys.modules.get(base) if base.startswith("pianolab.") else None)
+            if module is not None and hasattr(module, node.attr):
+                found.add(id(getattr(module, node.attr)))
+    return found
+
+
+def _chapter_uses():
+    """{chapter: ids of the pianolab objects its code cells use}, read with ``ast`` (so a name in a
+    string, a comment or another library's ``load`` does not count); ``python -m pianolab`` in a
+    subprocess counts as a use of :func:`pianolab.cli.main`."""
     import ast
 
     import nbformat
+    from pianolab import cli
 
     used = {}
     for path in sorted((ROOT / "book").glob("*.ipynb")):
-        names = used.setdefault(path.stem, set())
-        for cell in nbformat.read(path, 4).cells:
-            if cell.cell_type != "code":
-                continue
-            if re.search(r'"-m",\s*"pianolab"', cell.source):
-                names.add("main")  # `python -m pianolab` runs pianolab.cli.main
-            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-            for node in ast.walk(ast.parse(source)):
-                if isinstance(node, ast.Name):
-                    names.add(node.id)
-                elif isinstance(node, ast.Attribute):
-                    names.add(node.attr)
-                elif isinstance(node, ast.alias):
-                    names.add(node.name.rsplit(".", 1)[-1])
+        code = [c.source for c in nbformat.read(path, 4).cells if c.cell_type == "code"]
+        source = "\n".join(line for cell in code for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
+        used[path.stem] = _pianolab_objects_used(ast.parse(source))
+        if any(re.search(r'"-m",\s*"pianolab"', cell) for cell in code):
+            used[path.stem].add(id(cli.main))
     return used
 
 
@@ -216,15 +239,14 @@ def _records(obj):
 def test_every_public_function_names_the_chapter_that_calls_it():
     """libfmp's convention: a public function's docstring names the chapter that uses it, and that
     chapter's code really calls it (its name appears in a code cell); what no chapter calls is private."""
-    used, chapters = _chapter_names_used(), _chapter_names()
+    used, chapters = _chapter_uses(), _chapter_names()
     without, unknown, not_called = [], [], []
     for qualname, obj in _public_objects():
         found = [c for tag in CHAPTER_RE.findall(inspect.getdoc(obj) or "") for c in re.findall(r"\d\d_[a-z0-9_]+", tag)]
         if not found:
             without.append(qualname)
         unknown.extend(f"{qualname} -> {c}" for c in found if c not in chapters)
-        name = qualname.rsplit(".", 1)[1]
-        if found and not _records(obj) and not any(name in used.get(c, ()) for c in found):
+        if found and not _records(obj) and not any(id(obj) in used.get(c, ()) for c in found):
             not_called.append(f"{qualname} -> {', '.join(found)}")
     assert not unknown, "docstrings naming a chapter that is not in _toc.yml: " + ", ".join(unknown)
     assert not without, (

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from pianolab.encoding import Encoding
 from pianolab.errors import ConfigError
 from pianolab.model import count_params, receptive_field
-from pianolab.runs import (HISTORY_COLUMNS, History, bce, encoding_of, evaluate, load_model, load_run,
+from pianolab.runs import (HISTORY_COLUMNS, History, _bce, encoding_of, evaluate, load_model, load_run,
                            load_snapshot, _run_path, _snapshot_path, snapshot_steps, validation_windows)
 from pianolab.train import _make_model, train
 from pianolab.windows import Windows
@@ -49,7 +49,7 @@ def test_history_round_trips_through_csv(tmp_path):
 def test_bce_is_the_binary_cross_entropy_in_nats():
     y = np.array([1, 0, 1, 0])
     p = np.array([0.9, 0.9, 0.0, 1.0])
-    got = bce(y, p)
+    got = _bce(y, p)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got[:2], [-math.log(0.9), -math.log(0.1)])
     np.testing.assert_allclose(got[2:], -math.log(1e-7), rtol=1e-6)  # clipped, never infinite
@@ -91,7 +91,7 @@ def test_evaluate_scores_every_key_state(dataset):
     x, y, w = validation_windows(dataset.val, rf, 256, 3, 5)
     assert fixed["key_states"] == int(w.sum())
     p = np.asarray(model(x.astype(np.float32)[..., None]))[..., 0]
-    assert fixed["loss_per_state"] == pytest.approx(float((bce(y, p) * w).sum() / w.sum()), rel=1e-5)
+    assert fixed["loss_per_state"] == pytest.approx(float((_bce(y, p) * w).sum() / w.sum()), rel=1e-5)
     given = evaluate(model, dataset.val, windows=(x, y, w))
     assert given["loss_per_state"] == pytest.approx(fixed["loss_per_state"], rel=1e-6)
 
