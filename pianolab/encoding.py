@@ -90,8 +90,10 @@ def _pedal_spans(instrument, open_end=np.inf):
     spans, down_at = [], None
     for time, down in sorted(((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
                              key=lambda x: x[0]):
-        if down != (down_at is not None):  # the pedal changes state
-            spans, down_at = (spans, time) if down else (spans + [(down_at, time)], None)
+        if down and down_at is None:
+            down_at = time
+        elif not down and down_at is not None:
+            spans, down_at = spans + [(down_at, time)], None
     return spans + ([(down_at, max(open_end, down_at))] if down_at is not None else [])
 
 
