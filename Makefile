@@ -76,7 +76,7 @@ installer-cells: setup
 benchmarks: corpus
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/generation.py
-	$(PY) benchmarks/jsb.py
+	$(PY) benchmarks/polyphonic.py
 	$(PY) benchmarks/robustness.py
 
 clean:

@@ -21,14 +21,15 @@ FILES = dict(zip(BENCHMARKS, ("jsb_chorales.npz", "nottingham.npz", "musedata.np
 SPLITS = ("train", "valid", "test")  #: Split names, in the order of the original pickle.
 LOWEST, N_KEYS = 21, 88  #: Lowest key (A0) and number of keys of the benchmark's frames.
 ENCODING = BENCHMARK_ENCODING  #: 88 keys from MIDI 21, one frame (JSB: a quarter note) played as 0.5 s.
-#: Published JSB test NLLs (nats per frame), with where each comes from.
+#: Published test NLLs in nats per frame, one per set in ``BENCHMARKS`` order (None: not reported), whether
+#: each is an exact likelihood or a bound on it, and where it comes from.
 PUBLISHED = {
-    "per-key marginal": (11.06, "computed here: train-set key rates, every frame scored"),
-    "per-key first-order Markov": (10.48, "computed here: every frame scored"),
-    "RNN": (8.91, "Bai et al. 2018, Table 1 (from Boulanger-Lewandowski et al. 2012)"),
-    "LSTM": (8.45, "Bai et al. 2018, Table 1"), "GRU": (8.43, "Bai et al. 2018, Table 1"),
-    "TCN": (8.10, "Bai et al. 2018, Table 1"),
-    "RNN-NADE": (5.19, "Boulanger-Lewandowski et al. 2012, as tabulated by Krishnan et al. 2017, Table 4")}
+    "RNN": ((8.91, None, None, None), "exact", "Bai et al. 2018, Table 1 (from Boulanger-Lewandowski et al. 2012)"),
+    "LSTM": ((8.45, 3.29, None, None), "exact", "Bai et al. 2018, Table 1"),
+    "GRU": ((8.43, 3.46, None, None), "exact", "Bai et al. 2018, Table 1"),
+    "TCN": ((8.10, 3.07, None, None), "exact", "Bai et al. 2018, Table 1"),
+    "RNN-NADE": ((5.19, 2.31, 5.60, 7.05), "exact", "Boulanger-Lewandowski et al. 2012, in Krishnan et al. 2017, Table 4"),
+    "DMM-Aug-NADE": ((5.118, 2.305, 6.049, 7.048), "bound", "Krishnan et al. 2017, Table 4 (importance-sampled)")}
 
 
 class JSBError(PianolabError):

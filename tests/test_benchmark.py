@@ -4,6 +4,7 @@ the one trainer trains on, and scoring in nats per frame. Synthetic data, and th
 import json
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -364,3 +365,28 @@ def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError) as err:
         _open_dataset(cfg)
     assert err.value.key == "data.benchmark"
+
+
+def test_the_benchmark_configs_are_valid_and_train_on_their_set():
+    from pianolab.config import RunConfig
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    names = sorted(p.stem for p in folder.glob("*.json"))
+    assert names == sorted(bm.BENCHMARKS)
+    for name in names:
+        config = RunConfig.from_json(folder / f"{name}.json")
+        assert config.data.benchmark == name and config.validation.n_windows is None
+
+
+def test_polyphonic_script_scores_a_shipped_model_and_prints_the_line(capsys):
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "polyphonic.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--only", "jsb"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    recorded = json.loads((settings.models_dir() / "jsb" / "results.json").read_text())
+    name, value = out[-1].split("=")
+    assert name == "jsb" and abs(float(value) - recorded["test_nll"]) < 1e-3
+    assert any(line.lstrip().startswith("per-key first-order Markov") for line in out)
+    assert main(["--only", "jsb", "--models", "/nonexistent"]) == 2
