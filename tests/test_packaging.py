@@ -98,7 +98,7 @@ def test_make_lab_opens_the_chapters_in_jupyterlab_from_the_lab_extra():
     rule = re.search(r"^lab:(.*)\n((?:\t.*\n)+)", makefile, re.M)
     assert rule and "corpus" in rule.group(1) and "jupyter lab book/" in rule.group(2)
     assert re.search(r"pip install .*\[[^]]*lab[^]]*\]", makefile), "no rule installs the lab extra"
-    for doc in ("README.md", "book/intro.md"):
+    for doc in ("README.md", "book/intro.ipynb"):
         text = (ROOT / doc).read_text()
         assert "make lab" in text and "pip install jupyterlab" not in text, doc
 

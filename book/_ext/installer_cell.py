@@ -44,7 +44,7 @@ def source(root=ROOT):
 
 
 def chapters(root=ROOT):
-    return sorted((Path(root) / "book").glob("[0-9][0-9]_*.ipynb"))
+    return sorted((Path(root) / "book").glob("*.ipynb"))  # the chapters and the intro page
 
 
 def write(root=ROOT):
