@@ -19,7 +19,7 @@ from .encoding import Encoding
 from .errors import ConfigError
 from .model import PRESETS, layer_plan, receptive_field
 
-#: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmark_jsb), and their
+#: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmarks), and their
 #: encoding: 88 keys from MIDI 21, a frame played as 0.5 s.
 BENCHMARKS = ("jsb", "nottingham", "musedata", "pianomidi")
 BENCHMARK_ENCODING = Encoding(steps_per_second=2.0, lowest=21, n_keys=88)

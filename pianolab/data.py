@@ -89,7 +89,7 @@ def _stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
 
 def transpose_roll(roll, shift):
     """``roll`` moved up ``shift`` keys (down when negative), or None when a note would leave the key
-    window (chapter 08_benchmark_jsb)."""
+    window (chapter 08_benchmarks)."""
     roll = np.asarray(roll)
     if shift == 0 or not roll.size:
         return roll
@@ -278,7 +278,7 @@ def statistics(split_or_dataset):
 
 def dataset_from_rolls(train, val, encoding, name="rolls"):
     """A :class:`Dataset` held in memory from ``{piece name: roll}`` dicts of training and validation
-    pieces, e.g. a benchmark's (chapter 08_benchmark_jsb)."""
+    pieces, e.g. a benchmark's (chapter 08_benchmarks)."""
     splits = []
     for split, rolls in (("train", train), ("val", val)):
         seqs = [roll_to_sequence(r) for r in rolls.values()]

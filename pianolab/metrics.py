@@ -47,7 +47,7 @@ def _roll_and_onsets(roll, encoding):
 
 def set_statistics(rolls, encoding=DEFAULT_ENCODING):
     """The statistics of each roll of a set: ``{name: array [pieces]}``, the histograms as ``[pieces, 12]``
-    (chapter 08_benchmark_jsb)."""
+    (chapter 08_benchmarks)."""
     rows = [_statistics(*_roll_and_onsets(r, encoding), encoding) for r in rolls]
     out = {name: np.array([r[name] for r in rows], dtype=np.float64) for name in SCALAR_STATISTICS}
     out["pitch_class_histogram"] = np.array([r["pitch_class_histogram"] for r in rows]).reshape(-1, 12)
@@ -123,7 +123,7 @@ def _intra_inter_overlap(reference, generated):
 
 
 def pitch_class_kl(reference, generated, smoothing=1e-3):
-    """``KL(reference || generated)`` in nats of two pitch-class histograms (chapter 08_benchmark_jsb).
+    """``KL(reference || generated)`` in nats of two pitch-class histograms (chapter 08_benchmarks).
 
     Each is a 12-vector or ``[pieces, 12]`` (rows are summed). ``smoothing`` is added to every class
     before normalising, so a class the generated music never plays costs a large but finite amount.
