@@ -13,12 +13,12 @@ import math
 import numpy as np
 
 #: Named model descriptions. ``pianonet_mini`` is PianoNet's smallest model; ``micro_1`` is shaped
-#: like PianoNet's ``micro_1`` (blocks of 13/11/8/4 layers) for 72 keys; ``article_two_block`` is
-#: the two-block net drawn in the article; ``tiny`` is for tests and quick chapters.
+#: like PianoNet's ``micro_1`` (blocks of 13/11/8/4 layers) for 72 keys; ``two_blocks_4_3`` is
+#: a two-block net small enough to draw every connection (chapter 3); ``tiny`` is for tests and quick chapters.
 PRESETS = {
     "pianonet_mini": [[4, 4] + [2] * 10, [4, 4] + [2] * 10],
     "micro_1": [[8, 4] + [2] * 11, [2] * 11, [2] * 8, [2] * 4],
-    "article_two_block": [[2, 2, 2, 2], [2, 2, 2]],
+    "two_blocks_4_3": [[2, 2, 2, 2], [2, 2, 2]],
     "tiny": [[4, 4, 2, 2, 2, 2], [2, 2, 2, 2, 2]],
 }
 

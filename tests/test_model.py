@@ -63,7 +63,7 @@ def _expected_moved(k, length, rf):
     return (j >= k - rf + 1) & (j <= k)
 
 
-@pytest.mark.parametrize("name", ["tiny", "article_two_block"])
+@pytest.mark.parametrize("name", ["tiny", "two_blocks_4_3"])
 def test_impulse_response_matches_the_receptive_field_formula(name):
     model = build_model(name, seed=3)
     # random non-zero biases so no unit sits exactly at ELU's kink

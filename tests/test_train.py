@@ -55,7 +55,7 @@ def same_history(a, b, rtol=0.0):
 
 def test_receptive_field_longer_than_the_data(dataset, tmp_path):
     longest = max(b - a for _, a, b in dataset.train.pieces)
-    too_big = next(n for n in ("article_two_block", "pianonet_mini", "micro_1") if receptive_field(n) > longest)
+    too_big = next(n for n in ("two_blocks_4_3", "pianonet_mini", "micro_1") if receptive_field(n) > longest)
     with pytest.raises(ConfigError) as err:
         train(tmp_path / "run", RunConfig(model={"preset": too_big}, training={"n_targets": 64}), dataset=dataset,
               progress=False)
