@@ -1,7 +1,7 @@
 """Code cells a reader can take in at a glance: in every notebook listed in _toc.yml, the code cells
-have a median of at most 10 lines and none has more than 30 (issue 12). Only the installer cell
-(the first code cell, tagged remove-cell: tests/test_packaging.py checks it) is left out; a cell
-hidden in the book in any other way still counts."""
+have a median of at most 10 lines and none has more than 30 (issue 12); the installer cell (the
+first code cell, tagged remove-cell: tests/test_packaging.py checks it) is left out of the count and
+is the only cell hidden from the reader."""
 
 import json
 import re
@@ -42,3 +42,13 @@ def test_code_cells_are_short(path):
     problems = ([f"median {median:g} lines > {MEDIAN_MAX} over {len(cells)} code cells"] if median > MEDIAN_MAX
                 else []) + long
     assert not problems, f"{path.stem} (cell indices count every cell from 0): " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("path", _toc_notebooks(), ids=lambda p: p.stem)
+def test_only_the_installer_cell_is_hidden(path):
+    hiding = {"remove-cell", "remove-input", "hide-cell", "hide-input", "hide-output", "remove-output"}
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = [i for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    hidden = [i for i, c in enumerate(cells) if hiding & set(c["metadata"].get("tags", []))]
+    assert hidden in ([], code[:1]), f"{path.stem}: cells {hidden} are hidden in the book; only the installer " \
+                                     f"(cell {code[0]}) may be"
