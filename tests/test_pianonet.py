@@ -19,7 +19,7 @@ from pianolab.cli import main  # noqa: E402
 from pianolab.encoding import DEFAULT_ENCODING, Encoding, midi_to_roll  # noqa: E402
 from pianolab.errors import ConfigError  # noqa: E402
 from pianolab.generate import EDGE_THRESHOLDS  # noqa: E402
-from pianolab.model import count_params, model_receptive_field  # noqa: E402
+from pianolab.model import count_params, in_float64, model_receptive_field, rounding_bound  # noqa: E402
 from pianolab.config import RunConfig  # noqa: E402
 from pianolab.runs import encoding_of, load_model  # noqa: E402
 
@@ -36,15 +36,20 @@ def golden_input(rf):
 
 
 def assert_matches_golden(model, name):
+    """PianoNet's own stack ran in float64 (make_golden.py): our float64 copy must agree to its rounding
+    bound (~3e-13 for micro_1), which no conversion bug survives; our float32 model, as the chapters run
+    it, to float32's bound over the stack (~1.5e-4; measured 2.4e-6 with AVX2 kernels, 0 in float64)."""
     rf = model_receptive_field(model)
     record = GOLDEN["models"][name]
     assert (rf, model.count_params()) == (record["receptive_field"], record["params"])
     x = golden_input(rf)
     assert int(x.sum()) == record["input_ones"]  # the same input as PianoNet saw
-    ours = np.asarray(model(x[None, :, None], training=False))[0, :, 0]
     theirs = np.load(FIXTURES / "golden.npz")[name]
-    assert ours.shape == theirs.shape == (GOLDEN["extra"] + 1,)
-    assert np.max(np.abs(ours - theirs)) <= 1e-6
+    assert theirs.dtype == np.float64 and theirs.shape == (GOLDEN["extra"] + 1,)
+    exact = np.asarray(in_float64(model)(x[None, :, None].astype(np.float64), training=False))[0, :, 0]
+    assert np.max(np.abs(exact - theirs)) <= rounding_bound(model, "float64")
+    ours = np.asarray(model(x[None, :, None], training=False))[0, :, 0]
+    assert np.max(np.abs(ours - theirs)) <= rounding_bound(model, "float32")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
