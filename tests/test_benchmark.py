@@ -387,6 +387,6 @@ def test_polyphonic_script_scores_a_shipped_model_and_prints_the_line(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     recorded = json.loads((settings.models_dir() / "jsb" / "results.json").read_text())
     name, value = out[-1].split("=")
-    assert name == "jsb" and abs(float(value) - recorded["test_nll"]) < 1e-3
+    assert name == "jsb" and abs(float(value) - recorded["test_nll"]) < 1e-4  # both 4 decimals (5e-5 each); float32 ~1e-5
     assert any(line.lstrip().startswith("per-key first-order Markov") for line in out)
     assert main(["--only", "jsb", "--models", "/nonexistent"]) == 2
