@@ -314,6 +314,7 @@ def test_keras_evaluation_is_aligned_with_the_frames():
     model = markov_conv_model(0.8, 0.05)
     got = bm.evaluate(model, rolls)
     want = bm.evaluate(markov(0.8, 0.05), rolls)
+    # a float32 Keras model against the same chain computed in float64: float32 rounding of p, relative
     assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)
     assert got["nll_all_frames"] == pytest.approx(want["nll_all_frames"], rel=1e-5)
     # chunked evaluation gives the same probabilities

@@ -121,6 +121,7 @@ def test_causality_on_random_inputs():
 def test_output_bias_is_calibrated():
     rate = 0.04
     model = build_model("tiny", output_bias=logit(rate), seed=0)
+    # the bias is stored in float32 (spacing 2.4e-7 near -3.2); sigmoid's float32 result to a few ulps
     assert model.get_layer("output").get_weights()[1][0] == pytest.approx(np.log(rate / (1 - rate)), abs=1e-6)
     # silence in, every unit at ELU(0) = 0: the output is sigmoid(bias) = the base rate
     p = np.asarray(model(np.zeros((1, receptive_field("tiny") + 10, 1), "float32")))

@@ -83,6 +83,7 @@ def test_evaluate_scores_every_key_state(dataset):
         total += -(seq * np.log(p) + (1 - seq) * np.log(1 - p)).sum()
         count += seq.size
     assert res["key_states"] == count and res["n_keys"] == K
+    # both sides run the float32 model; evaluate sums in float32 batches, this loop in float64 (rel 1e-5)
     assert res["loss_per_state"] == pytest.approx(total / count, rel=1e-5)
     assert res["nats_per_step"] == pytest.approx(K * total / count, rel=1e-5)
     # fixed windows: the loss of the weighted targets, the same each time
