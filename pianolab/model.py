@@ -108,8 +108,8 @@ def impulse_response(model, length, position):
 
 def in_float64(model):
     """A float64 copy of a Keras model, weights cast exactly: where rounding (~1e-16 per operation)
-    cannot hide a bug, two models claimed equal must agree to ~1e-12 on any CPU (chapter
-    09_pianonet_models)."""
+    cannot hide a bug, two models claimed equal must agree to ~1e-12 on any CPU
+    (chapter 09_pianonet_models)."""
     import keras
 
     def clone(layer):
