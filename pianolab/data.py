@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _io
 from . import encoding as _encoding_module
-from .corpus import _progress, _read_json, default_corpus, midi_files, piece_name
+from .corpus import default_corpus, midi_files, piece_name
 from .encoding import DEFAULT_ENCODING, Encoding, load_midi, midi_to_roll, roll_to_sequence
 from .errors import ConfigError, MidiError
 from .settings import data_dir
@@ -161,7 +161,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     by_name = {piece_name(p, corpus): p for p in files}
     order = np.random.default_rng(int(seed)).permutation(len(files))
     rolls, midis, skipped = {}, {}, []  # pieces encoded in the seeded order until max_pieces are good
-    bar = _progress(total=len(files) if max_pieces is None else max_pieces, enabled=progress,
+    bar = _io.progress(total=len(files) if max_pieces is None else max_pieces, enabled=progress,
                     desc=f"encoding {corpus.name or corpus}")
     try:
         for name in (piece_name(files[i], corpus) for i in order):
@@ -183,7 +183,7 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
 
     train_names, val_names = _split_pieces(list(rolls), val_fraction, seed)
     train_entries = []
-    for name in _progress(train_names, enabled=progress and n_clones > 0, desc="tempo-stretched clones"):
+    for name in _io.progress(train_names, enabled=progress and n_clones > 0, desc="tempo-stretched clones"):
         train_entries.append((name, name, 1.0, rolls[name]))
         for f in _stretch_factors(name, n_clones, (lo, hi), seed):
             train_entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
@@ -240,7 +240,7 @@ def load_dataset(path=None):
     """Open a dataset folder written by :func:`build_dataset`, memory-mapped read-only; ``None`` opens
     (and if needed builds) the default dataset (chapter 04_training)."""
     path = Path(build_dataset(None, progress=False) if path is None else path)
-    index = _read_json(path / "index.json")
+    index = _io.read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "
                                      "build one with build_dataset() or `python -m pianolab data`")

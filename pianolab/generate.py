@@ -24,11 +24,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _kernel
-from .encoding import DEFAULT_ENCODING, midi_to_roll
+from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
+from .model import HIDDEN_ACTIVATIONS
 
-#: PianoNet's edge-aversion thresholds, from the outermost key inwards (chapter 05_fast_wavenet).
-EDGE_THRESHOLDS = (1.0, 1.0, 0.4, 0.05, 0.05, 0.05, 0.03, 0.03)
 _CHUNK = 48  # time steps sampled between two progress-bar updates
 
 
@@ -63,7 +62,7 @@ def read_layers(model):
                      groups=lay.groups, data_format=lay.data_format, use_bias=lay.use_bias, activation=act,
                      filters=lay.filters, dilation=d)
         allowed = dict(kernel_size=[(2,)], strides=[(1,)], padding=["valid"], groups=[1], use_bias=[True],
-                       data_format=["channels_last"], activation=_kernel.ACTIVATIONS,
+                       data_format=["channels_last"], activation=HIDDEN_ACTIVATIONS,
                        dilation=[1, 2 * prev] if prev else [1])
         if last:
             allowed.update(kernel_size=[(1,)], activation=["sigmoid"], filters=[1], dilation=[1])

@@ -14,7 +14,8 @@ exactly); pitch classes are also compared by ``KL(reference || generated)``.
 
 import numpy as np
 
-from .encoding import DEFAULT_ENCODING, PITCH_CLASSES, _check_roll  # noqa: F401 (PITCH_CLASSES: chapter 08)
+from ._io import check_roll
+from .encoding import DEFAULT_ENCODING, PITCH_CLASSES  # noqa: F401 (PITCH_CLASSES: chapter 08)
 
 #: The scalar statistics, in display order, and their units (for axis labels).
 SCALAR_STATISTICS = ("notes_per_second", "key_down_rate", "polyphony", "pitch_range", "pitch_count",
@@ -41,7 +42,7 @@ def _statistics(roll, onset, encoding):
 
 
 def _roll_and_onsets(roll, encoding):
-    roll = _check_roll(roll, encoding.n_keys).astype(bool)
+    roll = check_roll(roll, encoding.n_keys).astype(bool)
     return roll, roll & ~np.pad(roll[:-1], ((1, 0), (0, 0)))
 
 

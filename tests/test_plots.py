@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 from pianolab import plots  # noqa: E402
 from pianolab.encoding import DEFAULT_ENCODING, Encoding  # noqa: E402
-from pianolab.generate import EDGE_THRESHOLDS  # noqa: E402
+from pianolab.encoding import EDGE_THRESHOLDS  # noqa: E402
 from pianolab.runs import History  # noqa: E402
 
 FS = DEFAULT_ENCODING.steps_per_second
