@@ -262,7 +262,7 @@ def load_dataset(path=None):
     return Dataset(path, splits["train"], splits["val"], encoding, index)
 
 
-def statistics(split_or_dataset):
+def dataset_statistics(split_or_dataset):
     """Statistics of a split or dataset (chapter 04_training): ``pieces``, ``originals``, ``steps``,
     ``minutes``, ``key_states``, ``key_down_rate``, ``per_key``; a :class:`Dataset`'s are its original
     pieces', with each split's under ``'train'`` and ``'val'``."""
@@ -270,7 +270,7 @@ def statistics(split_or_dataset):
     if isinstance(ds, Dataset):
         originals = [ds.train.piece(i) for i, e in enumerate(ds.train.entries) if e["name"] == e["source"]]
         out = _stats(originals + [ds.val.piece(i) for i in range(len(ds.val))], ds.encoding)
-        out["train"], out["val"] = statistics(ds.train), statistics(ds.val)
+        out["train"], out["val"] = dataset_statistics(ds.train), dataset_statistics(ds.val)
         return out
     return _stats([ds.piece(i) for i in range(len(ds))], ds.encoding,
                   sum(1 for e in ds.entries if e["name"] == e["source"]) if ds.entries else None)

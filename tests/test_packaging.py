@@ -184,7 +184,7 @@ def _public_objects():
 
 def _pianolab_objects_used(tree):
     """The pianolab objects a chapter's code refers to: names imported from a pianolab module, and
-    attributes of a pianolab module bound to a name (``from pianolab import data`` ... ``data.statistics``)."""
+    attributes of a pianolab module bound to a name (``from pianolab import data`` ... ``data.dataset_statistics``)."""
     import ast
 
     modules, found = {}, set()  # local name -> pianolab module
