@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _kernel
+from ._io import check_roll
 from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
 from .model import HIDDEN_ACTIVATIONS
@@ -107,11 +108,7 @@ def _positive(value, name):
 def seed_history(seed, receptive_field, n_keys=DEFAULT_ENCODING.n_keys):
     """A seed roll ``[T, n_keys]`` (or None: silence) -> flat uint8 history, zero-padded on the left
     to whole time steps and at least ``receptive_field`` states (chapter 05_fast_wavenet)."""
-    roll = np.zeros((0, n_keys), np.uint8) if seed is None else np.asarray(seed)
-    if roll.ndim != 2 or roll.shape[1] != n_keys:
-        raise ValueError(f"a seed roll must have shape [time steps, {n_keys}], got {roll.shape}")
-    if not np.isin(roll, (0, 1)).all():
-        raise ValueError("a seed roll holds only 0 and 1")
+    roll = np.zeros((0, n_keys), np.uint8) if seed is None else check_roll(seed, n_keys)
     pad = max(0, -(-int(receptive_field) // n_keys) - roll.shape[0])
     return np.concatenate([np.zeros((pad, n_keys), np.uint8), roll.astype(np.uint8)]).reshape(-1)
 

@@ -62,7 +62,7 @@ HIDDEN_ACTIVATIONS = ("elu", "relu", "linear")
 
 def binary_cross_entropy(y, p):
     """``-(y log p + (1 - y) log(1 - p))`` in nats, elementwise and in float64, ``p`` clipped to
-    ``[1e-7, 1 - 1e-7]`` as Keras clips it (chapter 06_shallow_vs_deep)."""
+    ``[1e-7, 1 - 1e-7]`` as Keras clips it (chapters 05_fast_wavenet, 06_shallow_vs_deep and 07_training_length)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
 
