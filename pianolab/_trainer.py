@@ -28,7 +28,7 @@ def _batch(windows, seed, step, batch_size):
 def _save_loss_plot(history, path):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4), dpi=100)
-    plot_loss(history.as_dict(), ax=fig.add_subplot())
+    plot_loss(history, ax=fig.add_subplot())
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     _io.write_bytes(path, buf.getvalue())

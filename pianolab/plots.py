@@ -5,8 +5,6 @@ The book's conventions: a piano roll has time in seconds on x and note names on 
 function draws into ``ax`` (or new axes) and returns the axes, so figures compose.
 """
 
-import os
-
 import numpy as np
 
 from ._io import check_roll
@@ -100,12 +98,10 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
 
 
 def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
-    """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a run
-    directory, its ``history.csv`` or a dict of columns (:meth:`pianolab.runs.History.as_dict`);
-    ``label`` prefixes the legend entries, so several runs can share one axes."""
-    from .runs import History
-    source = history if isinstance(history, (str, os.PathLike)) else "the history"
-    history = History.read(history).as_dict() if isinstance(history, (str, os.PathLike)) else history
+    """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a
+    :class:`pianolab.runs.History` (``History.read(run_dir)``) or a dict of columns; ``label`` prefixes
+    the legend entries, so several runs can share one axes."""
+    history = history.as_dict() if hasattr(history, "as_dict") else history
     ax = _new_axes(ax, (7, 4))
     steps, drawn = np.array(history["step"], dtype=float), 0
     for key, name, style in (("train_loss", "training", "-"), ("val_loss", "validation", "o-")):
@@ -115,7 +111,8 @@ def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
             ax.plot(steps[ok], y[ok], style, markersize=3, label=f"{label}: {name}" if label else name)
             drawn += 1
     if not drawn:
-        raise ValueError(f"{source} holds no loss values to plot (columns: {sorted(history)})")
+        raise ValueError(f"the history holds no loss values to plot (columns: {sorted(history)}; a run "
+                         "directory without history.csv reads as no rows)")
     ax.set(xlabel="training step", ylabel="loss (nats per key state)", **({"yscale": "log"} if logy else {}),
            **({"title": title} if title else {}))
     ax.grid(True, alpha=0.3)

@@ -380,8 +380,8 @@ def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp
 
 # ---------------------------------------------------------------- the package's shape
 
-STAGES = ["errors", "_io", "settings", "encoding", "corpus", "data", "windows", "model", "benchmark", "config", "runs",
-          "plots", "_trainer", "train", "pianonet", "_kernel", "generate", "audio", "metrics", "cli", "__main__"]
+STAGES = ["errors", "_io", "settings", "encoding", "plots", "corpus", "data", "windows", "model", "benchmark", "config",
+          "runs", "_trainer", "train", "pianonet", "_kernel", "generate", "audio", "metrics", "cli", "__main__"]
 
 
 def _pianolab_imports(path):
