@@ -285,7 +285,6 @@ class FastSampler:
         """``n_steps`` new time steps for each of ``streams`` performances: uint8 ``[streams, n_steps,
         n_keys]`` (and the model's probabilities with ``return_probabilities``). ``seed``: None (silence),
         one roll ``[T, n_keys]`` for all, or one per stream; the controls: the module docstring."""
-        _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, self.n_keys)  # before the seed pass
         return self.advance(self.start(seed, streams, random_seed), n_steps, temperature=temperature,
                             edge_aversion=edge_aversion, progress=progress,
                             return_probabilities=return_probabilities)
