@@ -34,9 +34,10 @@ def _cmd_data(args):
     from . import data
     t0, folder = time.perf_counter(), Path(args.corpus or ".").expanduser()
     if args.corpus:
-        if not folder.is_dir() or not corpus_stage.midi_files(folder):
+        files = corpus_stage.midi_files(folder) if folder.is_dir() else []
+        if not files:
             raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
-        print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
+        print(f"corpus: {len(files)} MIDI files in {folder}")
     else:
         folder = corpus_stage.default_corpus(progress=not args.quiet, force=args.force)
         m = corpus_stage.corpus_manifest(folder) or {}
