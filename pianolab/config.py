@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from . import _io, benchmark
+from .benchmark import BENCHMARKS
 from .encoding import Encoding
 from .errors import ConfigError
 from .model import PRESETS, build_model, layer_plan, logit, receptive_field
@@ -54,7 +55,7 @@ class DataConfig:
                          "a dataset folder (from `python -m pianolab data`) or null")
     corpus: str = _rule(None, lambda v: v is None or isinstance(v, str),
                         "a folder of MIDI files, or null for the built-in corpus")
-    benchmark: str = _rule(None, lambda v: v is None or v in benchmark.BENCHMARKS, f"null or one of {list(benchmark.BENCHMARKS)} "
+    benchmark: str = _rule(None, lambda v: v is None or v in BENCHMARKS, f"null or one of {list(BENCHMARKS)} "
                            "(its own split; of the other keys only transpose applies)")
     encoding: dict = _rule(None, _builds(dict, Encoding.from_dict),
                            "null or {steps_per_second, lowest, n_keys} inside MIDI 0..127")

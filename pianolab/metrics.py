@@ -15,7 +15,7 @@ exactly); pitch classes are also compared by ``KL(reference || generated)``.
 import numpy as np
 
 from ._io import check_roll
-from .encoding import DEFAULT_ENCODING, PITCH_CLASSES  # noqa: F401 (PITCH_CLASSES: chapter 08)
+from .encoding import DEFAULT_ENCODING
 
 #: The scalar statistics, in display order, and their units (for axis labels).
 SCALAR_STATISTICS = ("notes_per_second", "key_down_rate", "polyphony", "pitch_range", "pitch_count",

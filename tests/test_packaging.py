@@ -459,13 +459,20 @@ def _defined_names(module):
 
 
 def test_every_name_is_imported_from_the_module_that_defines_it():
-    """One import path per name: ``from pianolab.runs import load_model``, never through a module that
-    merely imported it (the package re-exports nothing)."""
+    """One import path per name: ``from pianolab.runs import load_model`` (or ``runs.load_model``), never
+    through a module that merely imported it (the package re-exports nothing)."""
     import ast
 
     modules = {p.stem for p in (ROOT / "pianolab").glob("*.py")}
     wrong = []
     for label, own, tree in _code_files():
+        aliases = {a.asname or a.name: a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and (n.module == "pianolab" or (n.level == 1 and n.module is None)) for a in n.names}
+        wrong += [f"{label}: {ast.unparse(n)}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                  and aliases.get(ast.unparse(n.value)) in modules and not n.attr.startswith("__")
+                  and n.attr not in _defined_names(aliases[ast.unparse(n.value)]) | modules
+                  and not inspect.ismodule(getattr(importlib.import_module(f"pianolab.{aliases[ast.unparse(n.value)]}"),
+                                                   n.attr, None))]  # e.g. monkeypatching audio.os
         for node in (n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)):
             module = _imported_module(node, own)
             if module is None and node.module == "pianolab":
