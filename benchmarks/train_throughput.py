@@ -5,7 +5,7 @@ default corpus dataset with pianolab's default training settings (``RunConfig().
 ``n_targets`` key states predicted per window, at the batch size the ramp settles at,
 ``batch_end``) and, in the same run, with PianoNet's setting as the baseline: 24 time steps
 (24 x 72 = 1,728 key states) predicted per window, batch size 2. Both go through the same loop
-(``pianolab.train._Trainer.train_steps``: one ``model.train_on_batch`` per step on windows drawn
+(``pianolab._trainer.Trainer.train_steps``: one ``model.train_on_batch`` per step on windows drawn
 from the dataset, float32, the TensorFlow backend unless ``KERAS_BACKEND`` says otherwise).
 
 After warm-up steps (tracing), the two settings are timed in alternating rounds, so that both see
@@ -28,13 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class Timed:
-    """One setting: a _Trainer and its accumulated wall / CPU time and key states."""
+    """One setting: a Trainer and its accumulated wall / CPU time and key states."""
 
     def __init__(self, label, config, dataset, batch_size, run_dir):
-        from pianolab.train import _Trainer
+        from pianolab._trainer import Trainer
 
         self.label, self.config, self.batch_size = label, config, batch_size
-        self.trainer = _Trainer(run_dir, config, dataset, progress=False)
+        self.trainer = Trainer(run_dir, config, dataset, progress=False)
         self.wall = self.cpu = 0.0
         self.states = 0
         self.steps = 0
@@ -80,13 +80,13 @@ def main(argv=None):
 
     import keras
 
-    from pianolab.train import RunConfig, _open_dataset
+    from pianolab.config import RunConfig
 
     ours = RunConfig(model={"preset": "pianonet_mini"},
                      training={"n_targets": args.n_targets} if args.n_targets else {})
     baseline = RunConfig(model={"preset": "pianonet_mini"},
                          training={"n_targets": 24 * 72, "batch_start": 2, "batch_end": 2})
-    dataset = _open_dataset(ours, progress=False)
+    dataset = ours.open_dataset(progress=False)
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
           f"PianoNet-mini, jit_compile={ours.training.jit_compile}, float32; "
           f"load average {os.getloadavg()[0]:.2f} before the run", flush=True)

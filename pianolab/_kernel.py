@@ -26,8 +26,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-#: The activations of the hidden layers, by their code in the kernel.
-ACTIVATIONS = ("elu", "relu", "linear")
+from .model import HIDDEN_ACTIVATIONS  # an activation's code in the kernel is its index there
 
 #: A model laid out for the kernel (see the module docstring); ``b_out`` is a float32 scalar.
 Net = namedtuple("Net", "W woff B cin cout dil act qoff w_out b_out")
@@ -49,7 +48,7 @@ def pack(layers, w_out, b_out, pad=8):
         W[woff[l]:woff[l + 1]] = np.concatenate([k[0], k[1]]).T.ravel()
         B[l, :lay.bias.size] = lay.bias
     dil = np.array([lay.dilation for lay in layers], np.int64)
-    act = np.array([ACTIVATIONS.index(lay.activation) for lay in layers], np.int64)
+    act = np.array([HIDDEN_ACTIVATIONS.index(lay.activation) for lay in layers], np.int64)
     qoff = np.concatenate([[0], np.cumsum(dil * cin)]).astype(np.int64)
     wo = np.zeros(cout[-1], np.float32)
     wo[:w_out.size] = w_out

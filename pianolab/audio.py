@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .encoding import DEFAULT_ENCODING, _pedal_spans, load_midi, roll_to_midi
+from .encoding import DEFAULT_ENCODING, load_midi, roll_to_midi
 
 DEFAULT_SAMPLE_RATE = 22050
 DEFAULT_MAX_SECONDS = 20.0
@@ -51,7 +51,7 @@ def _notes(pm, max_seconds=None):
     out = []
     for i, inst in enumerate(inst for inst in pm.instruments if not inst.is_drum):
         channel = i % 15 + (i % 15 >= 9)  # skip the General MIDI drum channel
-        spans = _pedal_spans(inst)
+        spans = _io.pedal_spans(inst)
         for n in inst.notes:
             start, end = float(n.start), float(n.end)
             end = min(next((b for a, b in spans if a <= end < b), end), math.inf if max_seconds is None else max_seconds)

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BENCHMARK_ENCODING, BENCHMARKS
 from .data import dataset_from_rolls, transpose_roll
+from .encoding import Encoding
 from .errors import PianolabError
-from .model import model_receptive_field
+from .model import binary_cross_entropy, model_receptive_field
 from .settings import jsb_path, shipped_dir
 
-#: The shipped sets (``data/benchmarks``), by the name ``data.benchmark`` takes.
-FILES = dict(zip(BENCHMARKS, ("jsb_chorales.npz", "nottingham.npz", "musedata.npz", "piano_midi.npz")))
+#: The shipped sets (``data/benchmarks``), by the name ``data.benchmark`` takes (``BENCHMARKS``, in order).
+FILES = {"jsb": "jsb_chorales.npz", "nottingham": "nottingham.npz", "musedata": "musedata.npz",
+         "pianomidi": "piano_midi.npz"}
+BENCHMARKS = tuple(FILES)
 SPLITS = ("train", "valid", "test")  #: Split names, in the order of the original pickle.
-LOWEST, N_KEYS = 21, 88  #: Lowest key (A0) and number of keys of the benchmark's frames.
-ENCODING = BENCHMARK_ENCODING  #: 88 keys from MIDI 21, one frame (JSB: a quarter note) played as 0.5 s.
+ENCODING = Encoding(steps_per_second=2.0, lowest=21, n_keys=88)  #: 88 keys from MIDI 21 (A0), a frame played as 0.5 s.
+LOWEST, N_KEYS = ENCODING.lowest, ENCODING.n_keys  #: The same key window, as two numbers.
 #: Published test NLLs in nats per frame, one per set in ``BENCHMARKS`` order (None: not reported), whether
 #: each is an exact likelihood or a bound on it, and where it comes from.
 PUBLISHED = {
@@ -149,7 +151,7 @@ def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):
     return out.reshape(roll.shape)
 
 
-def evaluate(predictor, rolls):
+def nll_per_frame(predictor, rolls):
     """NLL in nats per frame of a pianolab model or a function ``roll -> probs`` on ``rolls``: ``nll`` (first
     frame of each piece not scored, the published convention), ``nll_all_frames``, ``nll_per_state``,
     ``frames``, ``scored_frames``, ``pieces``, ``per_piece`` (chapter 08_benchmarks)."""
@@ -157,10 +159,10 @@ def evaluate(predictor, rolls):
         predictor = functools.partial(model_probabilities, predictor)
     costs = []
     for roll in rolls:  # nats per frame: -sum_k log p(state of key k)
-        x, p = np.asarray(roll, np.float64), np.clip(np.asarray(predictor(roll), np.float64), 1e-7, 1 - 1e-7)
+        x, p = np.asarray(roll, np.float64), np.asarray(predictor(roll))
         if p.shape != x.shape:
             raise ValueError(f"probabilities {p.shape} and roll {x.shape} differ in shape")
-        costs.append(-(x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=1))
+        costs.append(binary_cross_entropy(x, p).sum(axis=1))
     frames, scored = sum(len(c) for c in costs), sum(len(c) - 1 for c in costs)
     total_all, total_rest = sum(c.sum() for c in costs), sum(c[1:].sum() for c in costs)
     return {"nll": total_rest / scored, "nll_all_frames": total_all / frames,
@@ -176,5 +178,5 @@ def baselines(rolls, split="test", eps=1e-7):
     was = np.concatenate([before(r) for r in rolls["train"]])
     rate = lambda hits, seen: np.clip(hits.sum(0) / np.maximum(seen.sum(0), 1), eps, 1 - eps)  # noqa: E731
     q, p_on, p_off = rate(now, np.ones_like(now)), rate(was * now, was), rate((1 - was) * now, 1 - was)
-    return {"per-key marginal": evaluate(lambda roll: np.broadcast_to(q, roll.shape), rolls[split]),
-            "per-key first-order Markov": evaluate(lambda roll: np.where(before(roll) == 1, p_on, p_off), rolls[split])}
+    return {"per-key marginal": nll_per_frame(lambda roll: np.broadcast_to(q, roll.shape), rolls[split]),
+            "per-key first-order Markov": nll_per_frame(lambda roll: np.where(before(roll) == 1, p_on, p_off), rolls[split])}

@@ -34,9 +34,10 @@ def _cmd_data(args):
     from . import data
     t0, folder = time.perf_counter(), Path(args.corpus or ".").expanduser()
     if args.corpus:
-        if not folder.is_dir() or not corpus_stage.midi_files(folder):
+        files = corpus_stage.midi_files(folder) if folder.is_dir() else []
+        if not files:
             raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
-        print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
+        print(f"corpus: {len(files)} MIDI files in {folder}")
     else:
         folder = corpus_stage.default_corpus(progress=not args.quiet, force=args.force)
         m = corpus_stage.corpus_manifest(folder) or {}
@@ -58,20 +59,12 @@ def _cmd_data(args):
 
 def _cmd_train(args):
     """Train or resume ``RUN_DIR``; a config with ``data.benchmark`` trains on that benchmark."""
-    from .config import RunConfig
     from .train import train
-
-    from . import benchmark
-    run_dir = Path(args.run_dir)
     if args.config is not None and not Path(args.config).is_file():
         raise ConfigError("--config", f"{args.config}: no such file (a JSON run config is expected)")
-    config = RunConfig.from_json(args.config or run_dir / "config.json") if (
-        args.config or (run_dir / "config.json").is_file()) else RunConfig()
-    b = config.data.benchmark
-    dataset = benchmark.dataset(benchmark.load(b), config.data.transpose) if b is not None else None
-    history = train(run_dir, config, steps=args.steps, progress=not args.quiet, dataset=dataset)
+    history = train(args.run_dir, args.config, steps=args.steps, progress=not args.quiet)
     val = [r["val_loss"] for r in history.rows if r.get("val_loss") is not None]
-    print(f"{run_dir}: step {history.final_step}, validation loss "
+    print(f"{args.run_dir}: step {history.final_step}, validation loss "
           f"{f'{val[-1]:.4f}' if val else 'n/a'} nats per key state, "
           f"{history.rows[-1]['seconds'] if history.rows else 0:.0f} s of training")
     return 0
@@ -101,7 +94,8 @@ def _write_performances(rolls, out, encoding, audio, settings):
 def _cmd_generate(args):
     """Generate ``--streams`` performances with Fast-WaveNet; write ``performance_KK.mid`` (and
     ``.wav``) and the settings as ``performance.json`` in ``--out``."""
-    from .generate import EDGE_THRESHOLDS, FastSampler, generate
+    from .encoding import EDGE_THRESHOLDS
+    from .generate import FastSampler, generate
     from .runs import encoding_of, load_model
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
@@ -115,8 +109,9 @@ def _cmd_generate(args):
         raise ConfigError("MODEL", f"cannot generate with {args.model!r}: {exc}") from exc
     edge = not args.no_edge_aversion
     try:
-        rolls = generate(model, args.seconds, args.seed, args.streams, args.temperature, edge, args.random_seed,
-                         not args.quiet, encoding=encoding, seed_seconds=args.seed_seconds, sampler=sampler)
+        rolls = generate(model, seconds=args.seconds, seed=args.seed, seed_seconds=args.seed_seconds,
+                         streams=args.streams, temperature=args.temperature, edge_aversion=edge,
+                         random_seed=args.random_seed, progress=not args.quiet, encoding=encoding, sampler=sampler)
     except (ConfigError, MidiError) as exc:  # a corpus piece not found, a seed file that is not MIDI
         raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
     settings = {"model": str(args.model), "seconds": args.seconds, "seed": args.seed, "seed_seconds": args.seed_seconds,

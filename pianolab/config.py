@@ -14,15 +14,11 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from . import _io
+from . import _io, benchmark
+from .benchmark import BENCHMARKS
 from .encoding import Encoding
 from .errors import ConfigError
-from .model import PRESETS, layer_plan, receptive_field
-
-#: Benchmark datasets a run can train on (``data.benchmark``; chapter 08_benchmarks), and their
-#: encoding: 88 keys from MIDI 21, a frame played as 0.5 s.
-BENCHMARKS = ("jsb", "nottingham", "musedata", "pianomidi")
-BENCHMARK_ENCODING = Encoding(steps_per_second=2.0, lowest=21, n_keys=88)
+from .model import PRESETS, build_model, layer_plan, logit, receptive_field
 
 
 def _rule(default, check, allowed):
@@ -146,7 +142,7 @@ def _from_dict(cls, d, where):
         if not f.metadata["check"](v):
             raise ConfigError(key, f"expected {f.metadata['allowed']}, got {v!r}")
         values[name] = v
-    return cls(**values) if cls is not RunConfig else cls._checked(values)
+    return cls(**values)
 
 
 def _to_dict(obj):
@@ -155,26 +151,20 @@ def _to_dict(obj):
             for f in fields(obj)}
 
 
-@dataclass(init=False)
+@dataclass
 class RunConfig:
-    """A validated run config (chapter 04_training).
+    """A validated run config (chapter 04_training): ``RunConfig(model={"preset": "tiny"})``,
+    :meth:`from_dict` or :meth:`from_json`; each section is checked by :func:`_from_dict` (the
+    sections given as dicts), then the rules that tie keys together."""
 
-    ``RunConfig(model={"preset": "tiny"})``, :meth:`from_dict` or :meth:`from_json`; every key is
-    checked by :func:`_from_dict`, then the rules that tie keys together.
-    """
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
-    data: DataConfig
-    model: ModelConfig
-    training: TrainingConfig
-    validation: ValidationConfig
-
-    def __init__(self, **sections):
-        self.__dict__.update(RunConfig.from_dict(sections).__dict__)
-
-    @classmethod
-    def _checked(cls, sections):
-        self = object.__new__(cls)
-        self.__dict__.update(sections)
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, _from_dict(f.type, getattr(self, f.name), f.name))
         m, t = self.model, self.training
         if m.preset is None and m.filter_increments is None:
             m.preset = "pianonet_mini"
@@ -184,7 +174,6 @@ class RunConfig:
         if t.batch_end < t.batch_start:
             raise ConfigError("training.batch_end", f"expected a whole number >= training.batch_start "
                                                     f"({t.batch_start}), got {t.batch_end}")
-        return self
 
     @classmethod
     def from_dict(cls, d):
@@ -226,7 +215,7 @@ class RunConfig:
     def encoding(self):
         """The data's :class:`~pianolab.encoding.Encoding` (a benchmark's, or the default one when null)."""
         d = self.data
-        return BENCHMARK_ENCODING if d.benchmark else Encoding.from_dict(d.encoding) if d.encoding else Encoding()
+        return benchmark.ENCODING if d.benchmark else Encoding.from_dict(d.encoding) if d.encoding else Encoding()
 
     @property
     def val_targets(self):
@@ -236,3 +225,32 @@ class RunConfig:
         """The batch size of step ``step`` (0-based) under the ramp (chapter 04_training)."""
         t = self.training
         return int(min(t.batch_end, t.batch_start * 2 ** (int(step) // t.batch_double_every)))
+
+    def build_model(self, dataset=None):
+        """The untrained model: with ``dataset``, one to train (``model.output_bias`` 'calibrated': the
+        logit of its training key-down rate; weights seeded with ``training.seed``); without, the
+        architecture only, for weights read from a file."""
+        bias = self.model.output_bias if dataset is not None else 0.0
+        bias = logit(dataset.train.key_down_rate) if bias == "calibrated" else bias
+        return build_model(self.filter_increments, output_bias=float(bias), activation=self.model.activation,
+                           seed=None if dataset is None else self.training.seed)
+
+    def open_dataset(self, progress=True):
+        """The dataset ``data`` names: ``data.benchmark`` (with its ``transpose`` shifts), ``data.dataset``,
+        else the (cached) dataset built from ``data.corpus``."""
+        from . import data
+        d = self.data
+        if d.benchmark is not None:
+            return benchmark.dataset(benchmark.load(d.benchmark), d.transpose)
+        if d.dataset is not None:
+            path = Path(d.dataset).expanduser()
+            if not (path / "index.json").is_file():
+                raise ConfigError("data.dataset", f"{path} is not a dataset folder (no index.json); build one "
+                                                  f"with `python -m pianolab data --out {path}`")
+            return data.load_dataset(path)
+        corpus = None if d.corpus is None else Path(d.corpus).expanduser()
+        if corpus is not None and not corpus.is_dir():
+            raise ConfigError("data.corpus", f"{corpus} is not a folder of MIDI files")
+        return data.load_dataset(data.build_dataset(
+            corpus, encoding=self.encoding, val_fraction=d.val_fraction, seed=d.seed, n_clones=d.n_clones,
+            stretch=tuple(d.stretch), transpose=tuple(d.transpose), max_pieces=d.max_pieces, progress=progress))

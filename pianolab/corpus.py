@@ -36,19 +36,6 @@ KEYBOARD_WORKS = ("bach/bwv846", "chopin/mazurka06-2", "cpebach/h186", "joplin/m
 _FORMAT_RANK = {s: i for i, s in enumerate((".mxl", ".musicxml", ".xml", ".krn", ".mei", ".abc"))}
 
 
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _progress(iterable=None, *, enabled, total=None, desc=None):
-    from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="piece", disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True)
-
-
 def midi_files(folder):
     """All ``.mid`` / ``.midi`` files (any case) under ``folder``, recursively, hidden ones skipped,
     sorted by relative path (chapter 01_encoding)."""
@@ -184,7 +171,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     (versions, works, file sizes) is reused unless ``force``. ``folder``, ``sources``, ``workers``: tests."""
     folder = Path(folder) if folder is not None else data_dir() / "corpus" / "default"
     manifest_path, custom = folder / "manifest.json", sources is not None
-    if not force and not custom and _corpus_cache_valid(folder, _read_json(manifest_path)):
+    if not force and not custom and _corpus_cache_valid(folder, _io.read_json(manifest_path)):
         return folder
     t0 = time.perf_counter()
     sources, missing = _sources() if sources is None else (sources, [])
@@ -193,7 +180,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     folder.mkdir(parents=True, exist_ok=True)
     pieces, failed = [], []
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    bar = _progress(total=len(sources), enabled=progress, desc="default corpus (music21 -> MIDI)")
+    bar = _io.progress(total=len(sources), enabled=progress, desc="default corpus (music21 -> MIDI)")
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
         for res in pool.imap(_export_work, sources, chunksize=1) if pool else map(_export_work, sources):
@@ -238,4 +225,4 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
 def corpus_manifest(folder=None):
     """The manifest of an exported default corpus (its pieces, their sources, what failed), or None for a
     plain MIDI folder (chapter 01_encoding)."""
-    return _read_json(Path(folder if folder is not None else data_dir() / "corpus" / "default") / "manifest.json")
+    return _io.read_json(Path(folder if folder is not None else data_dir() / "corpus" / "default") / "manifest.json")

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _io
 from . import encoding as _encoding_module
-from .corpus import _progress, _read_json, default_corpus, midi_files, piece_name
+from .corpus import default_corpus, midi_files, piece_name
 from .encoding import DEFAULT_ENCODING, Encoding, load_midi, midi_to_roll, roll_to_sequence
 from .errors import ConfigError, MidiError
 from .settings import data_dir
@@ -138,15 +138,14 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
     and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
     """
-    lo, hi = (float(v) for v in stretch)
     encoding = encoding if isinstance(encoding, Encoding) else Encoding.from_dict(dict(encoding))
     corpus = Path(default_corpus(progress=progress) if corpus is None else corpus)
     files = midi_files(corpus)
     if not files:
         raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {corpus}")
-
     params = dict(val_fraction=float(val_fraction), seed=int(seed), n_clones=int(n_clones),
-                  stretch=[lo, hi], max_pieces=max_pieces, **({"transpose": list(transpose)} if transpose else {}))
+                  stretch=[float(v) for v in stretch], max_pieces=max_pieces,
+                  **({"transpose": list(transpose)} if transpose else {}))
     key = _json_hash({"version": DATASET_VERSION, "encoding": encoding.to_dict(), "params": params,
                       "encoder": _encoder_fingerprint(), "corpus": _corpus_fingerprint(corpus, files)})
     if out is None:  # the folder name depends on the parameters only: a changed corpus rebuilds in place
@@ -158,11 +157,31 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         return out
 
     t0 = time.perf_counter()
-    by_name = {piece_name(p, corpus): p for p in files}
-    order = np.random.default_rng(int(seed)).permutation(len(files))
-    rolls, midis, skipped = {}, {}, []  # pieces encoded in the seeded order until max_pieces are good
-    bar = _progress(total=len(files) if max_pieces is None else max_pieces, enabled=progress,
-                    desc=f"encoding {corpus.name or corpus}")
+    midis, rolls, skipped = _encode(corpus, files, encoding, params, progress)
+    train_names, val_names = _split_pieces(list(rolls), val_fraction, seed)
+    entries = {"train": _augment(train_names, midis, rolls, encoding, params, progress),
+               "val": [(name, name, 1.0, rolls[name]) for name in val_names]}
+    del midis
+    splits, stats = _write_splits(out, entries, encoding)
+    stats["corpus"] = _stats([rolls[name] for name in train_names + val_names], encoding)
+    index = {"format": "pianolab-dataset", "version": DATASET_VERSION, "key": key, "corpus": str(corpus),
+             "encoding": encoding.to_dict(), "params": params,
+             "windows": "drawn inside single pieces; before a piece's first key state the window is silence",
+             "splits": splits, "skipped": skipped,
+             "stats": {part: dict(st, per_key=st["per_key"].tolist()) for part, st in stats.items()},
+             "build_seconds": round(time.perf_counter() - t0, 2)}
+    _io.write_bytes(out / "index.json", json.dumps(index, indent=1) + "\n")
+    return out
+
+
+def _encode(corpus, files, encoding, params, progress):
+    """Step 1: ``(midis, rolls, skipped)``, the pieces encoded in the seeded order until ``max_pieces``
+    are good; unreadable files are reported and listed."""
+    by_name, max_pieces = {piece_name(p, corpus): p for p in files}, params["max_pieces"]
+    order = np.random.default_rng(params["seed"]).permutation(len(files))
+    midis, rolls, skipped = {}, {}, []
+    bar = _io.progress(total=len(files) if max_pieces is None else max_pieces, enabled=progress,
+                       desc=f"encoding {corpus.name or corpus}")
     try:
         for name in (piece_name(files[i], corpus) for i in order):
             if max_pieces is not None and len(rolls) >= max_pieces:
@@ -179,40 +198,36 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
         bar.close()
     if not rolls:
         raise ConfigError("corpus", f"none of the {len(files)} MIDI files under {corpus} could be encoded")
-    skipped.sort(key=lambda s: s["file"])
+    return midis, rolls, sorted(skipped, key=lambda s: s["file"])
 
-    train_names, val_names = _split_pieces(list(rolls), val_fraction, seed)
-    train_entries = []
-    for name in _progress(train_names, enabled=progress and n_clones > 0, desc="tempo-stretched clones"):
-        train_entries.append((name, name, 1.0, rolls[name]))
-        for f in _stretch_factors(name, n_clones, (lo, hi), seed):
-            train_entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
-        for shift in transpose:
+
+def _augment(names, midis, rolls, encoding, params, progress):
+    """Step 3: the training entries ``(name, source, stretch, roll)``: each piece, its tempo-stretched
+    clones and its transposed copies."""
+    entries = []
+    for name in _io.progress(names, enabled=progress and params["n_clones"] > 0, desc="tempo-stretched clones"):
+        entries.append((name, name, 1.0, rolls[name]))
+        for f in _stretch_factors(name, params["n_clones"], params["stretch"], params["seed"]):
+            entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
+        for shift in params.get("transpose", ()):
             if (moved := transpose_roll(rolls[name], shift)) is not None:
-                train_entries.append((f"{name}@t{shift:+d}", name, 1.0, moved))
-    val_entries = [(name, name, 1.0, rolls[name]) for name in val_names]
-    del midis
+                entries.append((f"{name}@t{shift:+d}", name, 1.0, moved))
+    return entries
 
+
+def _write_splits(out, entries, encoding):
+    """Step 4: each split's rolls end to end as ``{split}.npy``; its index records and statistics."""
     out.mkdir(parents=True, exist_ok=True)
     splits, stats = {}, {}
-    for split, entries in (("train", train_entries), ("val", val_entries)):
+    for split, rows in entries.items():
         records, pos = [], 0
-        for name, source, f, roll in entries:
+        for name, source, f, roll in rows:
             records.append({"name": name, "source": source, "stretch": f, "start": pos, "stop": pos + roll.size})
             pos += roll.size
-        _write_npy(out / f"{split}.npy", [roll for *_, roll in entries], pos)
+        _write_npy(out / f"{split}.npy", [roll for *_, roll in rows], pos)
         splits[split] = {"file": f"{split}.npy", "key_states": pos, "pieces": records}
-        stats[split] = _stats([roll for *_, roll in entries], encoding, sum(e[0] == e[1] for e in entries))
-    stats["corpus"] = _stats([rolls[name] for name in train_names + val_names], encoding)
-    stats = {part: dict(st, per_key=st["per_key"].tolist()) for part, st in stats.items()}
-
-    index = {"format": "pianolab-dataset", "version": DATASET_VERSION, "key": key, "corpus": str(corpus),
-             "encoding": encoding.to_dict(), "params": params,
-             "windows": "drawn inside single pieces; before a piece's first key state the window is silence",
-             "splits": splits, "skipped": skipped, "stats": stats,
-             "build_seconds": round(time.perf_counter() - t0, 2)}
-    _io.write_bytes(out / "index.json", json.dumps(index, indent=1) + "\n")
-    return out
+        stats[split] = _stats([roll for *_, roll in rows], encoding, sum(e[0] == e[1] for e in rows))
+    return splits, stats
 
 
 def _write_npy(path, rolls, total):
@@ -240,7 +255,7 @@ def load_dataset(path=None):
     """Open a dataset folder written by :func:`build_dataset`, memory-mapped read-only; ``None`` opens
     (and if needed builds) the default dataset (chapter 04_training)."""
     path = Path(build_dataset(None, progress=False) if path is None else path)
-    index = _read_json(path / "index.json")
+    index = _io.read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "
                                      "build one with build_dataset() or `python -m pianolab data`")
@@ -262,7 +277,7 @@ def load_dataset(path=None):
     return Dataset(path, splits["train"], splits["val"], encoding, index)
 
 
-def statistics(split_or_dataset):
+def dataset_statistics(split_or_dataset):
     """Statistics of a split or dataset (chapter 04_training): ``pieces``, ``originals``, ``steps``,
     ``minutes``, ``key_states``, ``key_down_rate``, ``per_key``; a :class:`Dataset`'s are its original
     pieces', with each split's under ``'train'`` and ``'val'``."""
@@ -270,7 +285,7 @@ def statistics(split_or_dataset):
     if isinstance(ds, Dataset):
         originals = [ds.train.piece(i) for i, e in enumerate(ds.train.entries) if e["name"] == e["source"]]
         out = _stats(originals + [ds.val.piece(i) for i in range(len(ds.val))], ds.encoding)
-        out["train"], out["val"] = statistics(ds.train), statistics(ds.val)
+        out["train"], out["val"] = dataset_statistics(ds.train), dataset_statistics(ds.val)
         return out
     return _stats([ds.piece(i) for i in range(len(ds))], ds.encoding,
                   sum(1 for e in ds.entries if e["name"] == e["source"]) if ds.entries else None)

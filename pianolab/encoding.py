@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path
+from ._io import atomic_path, check_roll, pedal_spans
 from .errors import MidiError
 
+#: PianoNet's edge-aversion thresholds, from the outermost key of the window inwards (chapter 05_fast_wavenet).
+EDGE_THRESHOLDS = (1.0, 1.0, 0.4, 0.05, 0.05, 0.05, 0.03, 0.03)
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAX_SECONDS = 4 * 3600.0  # longer "pieces" are corrupt files that would exhaust memory
 
@@ -84,19 +86,6 @@ def load_midi(source):
         raise MidiError(path, f"not a readable MIDI file (truncated or corrupt: {reason})") from None
 
 
-def _pedal_spans(instrument, open_end=np.inf):
-    """``[(down, up), ...]`` times of the sustain pedal (controller 64 >= 64) on one instrument, one still
-    down at the end going up at ``open_end``."""
-    spans, down_at = [], None
-    for time, down in sorted(((c.time, c.value >= 64) for c in instrument.control_changes if c.number == 64),
-                             key=lambda x: x[0]):
-        if down and down_at is None:
-            down_at = time
-        elif not down and down_at is not None:
-            spans, down_at = spans + [(down_at, time)], None
-    return spans + ([(down_at, max(open_end, down_at))] if down_at is not None else [])
-
-
 def _place(pitch, encoding, out_of_range):
     """Column of ``pitch`` in the key window (folded by whole octaves into it), or None."""
     lo, hi = encoding.lowest, encoding.highest
@@ -126,7 +115,7 @@ def midi_to_roll(source, encoding=DEFAULT_ENCODING, *, sustain=False, out_of_ran
     per_key, n_notes = {}, 0
     for inst in (i for i in pm.instruments if not i.is_drum):
         n_notes += len(inst.notes)
-        spans = _pedal_spans(inst, max([n.end for n in inst.notes], default=0.0)) if sustain else []
+        spans = pedal_spans(inst, max([n.end for n in inst.notes], default=0.0)) if sustain else []
         for n in inst.notes:
             end = next((b for a, b in spans if a <= n.end < b), n.end)  # the pedal holds the note
             k = _place(n.pitch, encoding, out_of_range)
@@ -164,20 +153,10 @@ def _restrike(spans):
     return out
 
 
-def _check_roll(roll, n_keys=None):
-    """``roll`` as a uint8 array ``[time steps, n_keys]`` of 0s and 1s, or a ValueError."""
-    roll = np.asarray(roll)
-    if roll.ndim != 2 or (n_keys is not None and roll.shape[1] != n_keys):
-        raise ValueError(f"expected a roll of shape [time steps, {n_keys or 'keys'}], got {roll.shape}")
-    if roll.size and not np.isin(roll, (0, 1)).all():
-        raise ValueError("a piano roll holds only 0 and 1")
-    return roll.astype(np.uint8, copy=False)
-
-
 def roll_to_midi(roll, encoding=DEFAULT_ENCODING):
     """Binary roll -> ``PrettyMIDI``, one piano note per run of 1s (chapter 01_encoding)."""
     import pretty_midi
-    roll = _check_roll(roll, encoding.n_keys)
+    roll = check_roll(roll, encoding.n_keys)
     fs = encoding.steps_per_second
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)  # 960 ticks/s, 20 a step at 48 steps/s
     inst = pretty_midi.Instrument(program=0, name="pianolab")
@@ -201,7 +180,7 @@ def write_midi(roll, path, encoding=DEFAULT_ENCODING):
 
 def roll_to_sequence(roll):
     """Roll ``[T, K]`` -> flat key-state sequence ``[T*K]``, time-major (chapter 01_encoding)."""
-    return np.ascontiguousarray(_check_roll(roll)).reshape(-1)
+    return np.ascontiguousarray(check_roll(roll)).reshape(-1)
 
 
 def sequence_to_roll(sequence, n_keys=DEFAULT_ENCODING.n_keys):

@@ -22,3 +22,7 @@ class ConfigError(PianolabError):
     def __init__(self, key, reason):
         self.key, self.reason = key, reason
         super().__init__(f"{key}: {reason}")
+
+
+class TrainingError(PianolabError):
+    """A run had to stop, e.g. because the loss became NaN (chapter 04_training)."""

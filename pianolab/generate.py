@@ -24,12 +24,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _kernel
-from .encoding import DEFAULT_ENCODING, midi_to_roll
+from ._io import check_roll
+from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
-from .model import rounding_bound
+from .model import HIDDEN_ACTIVATIONS, rounding_bound
 
-#: PianoNet's edge-aversion thresholds, from the outermost key inwards (chapter 05_fast_wavenet).
-EDGE_THRESHOLDS = (1.0, 1.0, 0.4, 0.05, 0.05, 0.05, 0.03, 0.03)
 _CHUNK = 48  # time steps sampled between two progress-bar updates
 
 
@@ -64,7 +63,7 @@ def read_layers(model):
                      groups=lay.groups, data_format=lay.data_format, use_bias=lay.use_bias, activation=act,
                      filters=lay.filters, dilation=d)
         allowed = dict(kernel_size=[(2,)], strides=[(1,)], padding=["valid"], groups=[1], use_bias=[True],
-                       data_format=["channels_last"], activation=_kernel.ACTIVATIONS,
+                       data_format=["channels_last"], activation=HIDDEN_ACTIVATIONS,
                        dilation=[1, 2 * prev] if prev else [1])
         if last:
             allowed.update(kernel_size=[(1,)], activation=["sigmoid"], filters=[1], dilation=[1])
@@ -109,11 +108,7 @@ def _positive(value, name):
 def seed_history(seed, receptive_field, n_keys=DEFAULT_ENCODING.n_keys):
     """A seed roll ``[T, n_keys]`` (or None: silence) -> flat uint8 history, zero-padded on the left
     to whole time steps and at least ``receptive_field`` states (chapter 05_fast_wavenet)."""
-    roll = np.zeros((0, n_keys), np.uint8) if seed is None else np.asarray(seed)
-    if roll.ndim != 2 or roll.shape[1] != n_keys:
-        raise ValueError(f"a seed roll must have shape [time steps, {n_keys}], got {roll.shape}")
-    if not np.isin(roll, (0, 1)).all():
-        raise ValueError("a seed roll holds only 0 and 1")
+    roll = np.zeros((0, n_keys), np.uint8) if seed is None else check_roll(seed, n_keys)
     pad = max(0, -(-int(receptive_field) // n_keys) - roll.shape[0])
     return np.concatenate([np.zeros((pad, n_keys), np.uint8), roll.astype(np.uint8)]).reshape(-1)
 
@@ -290,7 +285,6 @@ class FastSampler:
         """``n_steps`` new time steps for each of ``streams`` performances: uint8 ``[streams, n_steps,
         n_keys]`` (and the model's probabilities with ``return_probabilities``). ``seed``: None (silence),
         one roll ``[T, n_keys]`` for all, or one per stream; the controls: the module docstring."""
-        _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, self.n_keys)  # before the seed pass
         return self.advance(self.start(seed, streams, random_seed), n_steps, temperature=temperature,
                             edge_aversion=edge_aversion, progress=progress,
                             return_probabilities=return_probabilities)

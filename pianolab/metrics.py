@@ -14,7 +14,8 @@ exactly); pitch classes are also compared by ``KL(reference || generated)``.
 
 import numpy as np
 
-from .encoding import DEFAULT_ENCODING, PITCH_CLASSES, _check_roll  # noqa: F401 (PITCH_CLASSES: chapter 08)
+from ._io import check_roll
+from .encoding import DEFAULT_ENCODING
 
 #: The scalar statistics, in display order, and their units (for axis labels).
 SCALAR_STATISTICS = ("notes_per_second", "key_down_rate", "polyphony", "pitch_range", "pitch_count",
@@ -41,11 +42,11 @@ def _statistics(roll, onset, encoding):
 
 
 def _roll_and_onsets(roll, encoding):
-    roll = _check_roll(roll, encoding.n_keys).astype(bool)
+    roll = check_roll(roll, encoding.n_keys).astype(bool)
     return roll, roll & ~np.pad(roll[:-1], ((1, 0), (0, 0)))
 
 
-def set_statistics(rolls, encoding=DEFAULT_ENCODING):
+def music_statistics(rolls, encoding=DEFAULT_ENCODING):
     """The statistics of each roll of a set: ``{name: array [pieces]}``, the histograms as ``[pieces, 12]``
     (chapter 08_benchmarks)."""
     rows = [_statistics(*_roll_and_onsets(r, encoding), encoding) for r in rolls]
@@ -146,7 +147,7 @@ def compare_sets(generated, reference, encoding=DEFAULT_ENCODING):
     """
     if len(generated) < 2 or len(reference) < 2:
         raise ValueError("compare_sets needs at least two generated and two reference rolls")
-    g, r = set_statistics(generated, encoding), set_statistics(reference, encoding)
+    g, r = music_statistics(generated, encoding), music_statistics(reference, encoding)
     out = {name: {"overlap_area": _intra_inter_overlap(r[name], g[name])} for name in SCALAR_STATISTICS}
     hr, hg = r["pitch_class_histogram"], g["pitch_class_histogram"]
     out["pitch_class"] = {"overlap_area": _intra_inter_overlap(hr, hg), "kl": pitch_class_kl(hr, hg)}

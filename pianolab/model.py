@@ -56,6 +56,17 @@ def count_params(filter_increments, kernel_size=2, in_channels=1):
     return total + cin + 1
 
 
+#: The activations a hidden layer may have (the fast sampler's kernel computes these).
+HIDDEN_ACTIVATIONS = ("elu", "relu", "linear")
+
+
+def binary_cross_entropy(y, p):
+    """``-(y log p + (1 - y) log(1 - p))`` in nats, elementwise and in float64, ``p`` clipped to
+    ``[1e-7, 1 - 1e-7]`` as Keras clips it (chapters 05_fast_wavenet, 06_shallow_vs_deep and 07_training_length)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
+
+
 def logit(p):
     """``log(p / (1 - p))``: the output bias that makes an untrained model predict rate ``p``
     (chapter 02_chain_rule)."""

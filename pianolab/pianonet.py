@@ -18,9 +18,7 @@ import numpy as np
 from . import _io
 from .encoding import DEFAULT_ENCODING
 from .errors import ConfigError
-from .model import build_model
-
-HIDDEN_ACTIVATIONS = ("elu", "relu", "linear")
+from .model import HIDDEN_ACTIVATIONS, build_model
 
 
 def _refuse(src, layer, why):
@@ -29,7 +27,7 @@ def _refuse(src, layer, why):
                               "layers (kernel 2) with one activation each, then a 1x1 Conv1D + sigmoid")
 
 
-def read_layers(src):
+def read_saved_model(src):
     """The layers of a PianoNet SavedModel folder, in order, each a dict: ``name``, ``type`` (the
     Keras class), ``inbound`` (names of the layers feeding it), ``config`` (Keras' layer config) and,
     for layers with weights, ``weights`` (``[kernel, bias]`` as float32 arrays)
@@ -70,8 +68,8 @@ def read_layers(src):
     return layers
 
 
-def plan(layers, src="model"):
-    """``(filter_increments, activation, convs)`` of a layer list from :func:`read_layers`: pianolab's
+def as_filter_increments(layers, src="model"):
+    """``(filter_increments, activation, convs)`` of a layer list from :func:`read_saved_model`: pianolab's
     description of the net, its hidden activation and the Conv1D layers in order; anything pianolab
     cannot represent raises :class:`~pianolab.errors.ConfigError` naming the layer
     (chapter 09_pianonet_models)."""
@@ -134,7 +132,7 @@ def _items(v):
 def to_model(src, name=None):
     """PianoNet's SavedModel ``src`` rebuilt as a pianolab model (the layout of
     :func:`pianolab.model.build_model`) with PianoNet's weights (chapter 09_pianonet_models)."""
-    return _build(src, plan(read_layers(src), src), name)
+    return _build(src, as_filter_increments(read_saved_model(src), src), name)
 
 
 def _build(src, planned, name):
@@ -156,7 +154,7 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
     ``data.encoding`` and ``model.filter_increments`` / ``model.activation``. Returns the model
     (chapter 09_pianonet_models)."""
     out = Path(out)
-    planned = plan(read_layers(src), src)
+    planned = as_filter_increments(read_saved_model(src), src)
     increments, activation, _ = planned
     model = _build(src, planned, f"pianonet_{Path(src).name}"[:60])
     config = {"data": {"encoding": encoding.to_dict()},

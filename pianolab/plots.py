@@ -5,11 +5,10 @@ The book's conventions: a piano roll has time in seconds on x and note names on 
 function draws into ``ax`` (or new axes) and returns the axes, so figures compose.
 """
 
-import os
-
 import numpy as np
 
-from .encoding import DEFAULT_ENCODING, _check_roll, note_name
+from ._io import check_roll
+from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, note_name
 
 
 def _new_axes(ax, figsize):
@@ -19,8 +18,9 @@ def _new_axes(ax, figsize):
     return plt.subplots(figsize=figsize)[1]
 
 
-def _pitch_ticks(ax, lowest, highest, axis="y"):
-    """Ticks named after the C of every octave between two MIDI pitches (the ends if there is no C)."""
+def pitch_ticks(ax, lowest, highest, axis="y"):
+    """Ticks named after the C of every octave between two MIDI pitches (the ends if there is no C)
+    (chapter 08_benchmarks)."""
     pitches = [p for p in range(lowest, highest + 1) if p % 12 == 0] or sorted({lowest, highest})
     (ax.set_yticks if axis == "y" else ax.set_xticks)(pitches, [note_name(p) for p in pitches])
 
@@ -35,7 +35,7 @@ def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None
     import matplotlib.colors as mcolors
     if keys not in ("used", "all"):
         raise ValueError(f"keys must be 'used' or 'all', got {keys!r}")
-    roll = _check_roll(roll, encoding.n_keys)
+    roll = check_roll(roll, encoding.n_keys)
     fs = float(encoding.steps_per_second)
     seconds = roll.shape[0] / fs if seconds is None else seconds
     a, b = (0, seconds) if np.ndim(seconds) == 0 else seconds
@@ -51,7 +51,7 @@ def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None
     ax.imshow(part[:, lo - encoding.lowest:hi - encoding.lowest + 1].T, aspect="auto", origin="lower",
               interpolation="nearest", cmap=cmap, vmin=0, vmax=1,
               extent=(start + t0 / fs, start + max(t1, t0 + 1) / fs, lo - 0.5, hi + 0.5))
-    _pitch_ticks(ax, lo, hi)
+    pitch_ticks(ax, lo, hi)
     ax.set(xlabel="time (s)", ylabel="pitch (note name)", **({"title": title} if title else {}))
     return ax
 
@@ -62,7 +62,7 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
     ``roll.reshape(-1)``, each numbered by its place when few. ``lowest``: the MIDI pitch of column 0."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    roll_slice = _check_roll(roll_slice)
+    roll_slice = check_roll(roll_slice)
     (n_steps, n_keys), fs = roll_slice.shape, float(encoding.steps_per_second)
     if roll_slice.size == 0:
         raise ValueError("the slice to flatten is empty")
@@ -98,12 +98,10 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
 
 
 def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
-    """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a run
-    directory, its ``history.csv`` or a dict of columns (:meth:`pianolab.runs.History.as_dict`);
-    ``label`` prefixes the legend entries, so several runs can share one axes."""
-    from .runs import History
-    source = history if isinstance(history, (str, os.PathLike)) else "the history"
-    history = History.read(history).as_dict() if isinstance(history, (str, os.PathLike)) else history
+    """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a
+    :class:`pianolab.runs.History` (``History.read(run_dir)``) or a dict of columns; ``label`` prefixes
+    the legend entries, so several runs can share one axes."""
+    history = history.as_dict() if hasattr(history, "as_dict") else history
     ax = _new_axes(ax, (7, 4))
     steps, drawn = np.array(history["step"], dtype=float), 0
     for key, name, style in (("train_loss", "training", "-"), ("val_loss", "validation", "o-")):
@@ -113,7 +111,8 @@ def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
             ax.plot(steps[ok], y[ok], style, markersize=3, label=f"{label}: {name}" if label else name)
             drawn += 1
     if not drawn:
-        raise ValueError(f"{source} holds no loss values to plot (columns: {sorted(history)})")
+        raise ValueError(f"the history holds no loss values to plot (columns: {sorted(history)}; a run "
+                         "directory without history.csv reads as no rows)")
     ax.set(xlabel="training step", ylabel="loss (nats per key state)", **({"yscale": "log"} if logy else {}),
            **({"title": title} if title else {}))
     ax.grid(True, alpha=0.3)
@@ -126,7 +125,7 @@ def _key_fraction(x, n_keys):
     if isinstance(x, np.ndarray) and x.ndim == 2:
         x = [x]
     if isinstance(x, (list, tuple)) and x and np.ndim(x[0]) == 2:
-        rolls = [_check_roll(r, n_keys) for r in x]
+        rolls = [check_roll(r, n_keys) for r in x]
         return sum(r.sum(axis=0, dtype=np.int64) for r in rolls) / max(1, sum(len(r) for r in rolls))
     x = np.asarray(x, dtype=np.float64)
     if x.shape != (n_keys,):
@@ -150,12 +149,11 @@ def plot_key_histogram(rolls, encoding=DEFAULT_ENCODING, ax=None, *, title=None,
         ax.step(encoding.pitches, frac, where="mid", label=name)
     lo, hi = encoding.lowest - 0.5, encoding.highest + 0.5
     if show_edges:
-        from .generate import EDGE_THRESHOLDS
         e = min(len(EDGE_THRESHOLDS), encoding.n_keys // 2)
         ax.axvspan(lo, lo + e, color="red", alpha=0.08, label="edge zones")
         ax.axvspan(hi - e, hi, color="red", alpha=0.08)
     ax.set_xlim(lo, hi)
-    _pitch_ticks(ax, encoding.lowest, encoding.highest, axis="x")
+    pitch_ticks(ax, encoding.lowest, encoding.highest, axis="x")
     ax.set(xlabel="key (note name)", **({"title": title} if title else {}),
            ylabel="share of key-down states" if normalize else "fraction of time steps key is down")
     if isinstance(rolls, dict) or show_edges:

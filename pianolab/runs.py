@@ -18,9 +18,10 @@ from .windows import Windows
 from .config import RunConfig
 from .encoding import Encoding
 from .errors import ConfigError
-from .model import build_model, model_receptive_field
+from .model import binary_cross_entropy, model_receptive_field
 from .settings import models_dir
 
+SNAPSHOT_FILE = "snapshots/step-{:06d}.weights.h5"  #: Where a run keeps its weights at a step, ``.format(step)``.
 HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "val_nats_per_step", "batch_size", "key_states", "seconds")
 
 
@@ -69,28 +70,6 @@ class History:
         return {c: [r.get(c) for r in self.rows] for c in HISTORY_COLUMNS}
 
 
-def _plot_history(history, path):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, style in (("train_loss", "-"), ("val_loss", "o-")):
-        y = history.column(name)
-        ok = np.isfinite(y)
-        ax.plot(history.step[ok], y[ok], style, markersize=3, label=name.split("_")[0])
-    ax.set(xlabel="training step", ylabel="loss (nats per key state)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    _io.write_bytes(path, buf.getvalue())
-
-
-def _bce(y, p):
-    """Binary cross-entropy in nats, float64, probabilities clipped like Keras'."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
-
-
 def validation_windows(split, receptive_field, n_targets, n_windows, seed=0):
     """``n_windows`` fixed windows of a split, drawn with ``seed``: ``(x, y, w)`` as
     :meth:`~pianolab.windows.Windows.cut` gives them (chapter 04_training)."""
@@ -113,13 +92,9 @@ def evaluate(model, split, *, n_targets=None, n_windows=None, batch_size=4, seed
     total = count = 0.0
     for x, y, w in batches:
         p = np.asarray(model.predict_on_batch(x.astype(np.float32)))[..., 0]
-        total, count = total + float((_bce(y[..., 0], p) * w).sum()), count + float(w.sum())
+        total, count = total + float((binary_cross_entropy(y[..., 0], p) * w).sum()), count + float(w.sum())
     loss = total / count if count else math.nan
     return {"loss_per_state": loss, "nats_per_step": loss * n_keys, "key_states": int(count), "n_keys": n_keys}
-
-
-def _architecture(config):
-    return build_model(config.filter_increments, activation=config.model.activation)
 
 
 def _run_path(path):
@@ -152,10 +127,6 @@ def load_run(run_dir, which="latest"):
     return RunConfig.from_json(_run_path(run_dir) / "config.json"), load_model(run_dir, which=which)
 
 
-def _snapshot_path(run_dir, step):
-    return _run_path(run_dir) / "snapshots" / f"step-{int(step):06d}.weights.h5"
-
-
 def snapshot_steps(run_dir):
     """The steps at which a run kept a weight snapshot, ascending (chapter 07_training_length)."""
     found = (re.fullmatch(r"step-(\d+)\.weights\.h5", p.name) for p in (_run_path(run_dir) / "snapshots").glob("*"))
@@ -164,11 +135,11 @@ def snapshot_steps(run_dir):
 
 def load_snapshot(run_dir, step):
     """A run's model as it was at snapshot ``step`` (chapter 07_training_length)."""
-    path = _snapshot_path(run_dir, step)
+    path = _run_path(run_dir) / SNAPSHOT_FILE.format(int(step))
     if not path.is_file():
         raise ConfigError("step", f"{_run_path(run_dir)} has no snapshot at step {step}; it has "
                                   f"{snapshot_steps(run_dir) or 'none (set training.snapshot_at to keep some)'}")
-    model = _architecture(RunConfig.from_json(_run_path(run_dir) / "config.json"))
+    model = RunConfig.from_json(_run_path(run_dir) / "config.json").build_model()
     model.load_weights(path)
     return model
 

@@ -253,7 +253,7 @@ def markov(p_on, p_off):
 
 def test_evaluate_by_hand_and_its_first_frame_conventions(tmp_path):
     rolls = bm.read(write_json(tmp_path, SMALL))["train"]  # 3 + 2 frames; 3, 2, 0, 1, 2 keys down
-    ev = bm.evaluate(constant(0.1), rolls)
+    ev = bm.nll_per_frame(constant(0.1), rolls)
     cost = lambda down: -down * math.log(0.1) - (bm.N_KEYS - down) * math.log(0.9)  # noqa: E731
     assert ev["frames"] == 5 and ev["scored_frames"] == 3 and ev["pieces"] == 2
     assert ev["nll"] == pytest.approx((cost(2) + cost(0) + cost(2)) / 3)
@@ -261,7 +261,7 @@ def test_evaluate_by_hand_and_its_first_frame_conventions(tmp_path):
     assert ev["nll_per_state"] == pytest.approx(ev["nll_all_frames"] / bm.N_KEYS)
     assert ev["per_piece"] == pytest.approx([(cost(2) + cost(0)) / 2, cost(2)])
     with pytest.raises(ValueError, match="shape"):
-        bm.evaluate(lambda roll: np.full((1, bm.N_KEYS), 0.1), rolls)
+        bm.nll_per_frame(lambda roll: np.full((1, bm.N_KEYS), 0.1), rolls)
 
 
 def test_baselines_are_fitted_on_train_and_scored_on_the_split():
@@ -271,7 +271,7 @@ def test_baselines_are_fitted_on_train_and_scored_on_the_split():
     rates = np.clip(train.mean(0), 1e-7, 1 - 1e-7)
     costs = [-(r * np.log(rates) + (1 - r) * np.log(1 - rates)).sum(1) for r in rolls["test"]]
     assert b["per-key marginal"]["nll_all_frames"] == pytest.approx(np.concatenate(costs).mean())
-    assert b["per-key marginal"] == bm.evaluate(lambda roll: np.broadcast_to(rates, roll.shape), rolls["test"])
+    assert b["per-key marginal"] == bm.nll_per_frame(lambda roll: np.broadcast_to(rates, roll.shape), rolls["test"])
     # the Markov rates by counting: p(down | down before), p(down | up before), each piece from silence
     prev = np.concatenate([np.vstack([np.zeros((1, bm.N_KEYS)), r[:-1]]) for r in rolls["train"]])
     down_before = prev.sum(0)
@@ -279,7 +279,7 @@ def test_baselines_are_fitted_on_train_and_scored_on_the_split():
     p_on = np.clip(np.divide((prev * train).sum(0), down_before, out=np.zeros(bm.N_KEYS), where=down_before > 0),
                    1e-7, 1 - 1e-7)
     p_off = np.clip(((1 - prev) * train).sum(0) / (1 - prev).sum(0), 1e-7, 1 - 1e-7)
-    want = bm.evaluate(markov(p_on, p_off), rolls["test"])
+    want = bm.nll_per_frame(markov(p_on, p_off), rolls["test"])
     got = b["per-key first-order Markov"]
     assert got["nll"] == pytest.approx(want["nll"]) and got["per_piece"] == pytest.approx(want["per_piece"])
     # on sticky music the Markov baseline knows more than the marginal one
@@ -312,8 +312,8 @@ def test_keras_evaluation_is_aligned_with_the_frames():
     rolls = [(rng.random((n, bm.N_KEYS)) < 0.05).astype(np.uint8) for n in (3, 7)]
     rolls[0][0, 10] = rolls[0][1, 10] = 1
     model = markov_conv_model(0.8, 0.05)
-    got = bm.evaluate(model, rolls)
-    want = bm.evaluate(markov(0.8, 0.05), rolls)
+    got = bm.nll_per_frame(model, rolls)
+    want = bm.nll_per_frame(markov(0.8, 0.05), rolls)
     # a float32 Keras model against the same chain computed in float64: float32 rounding of p, relative
     assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)
     assert got["nll_all_frames"] == pytest.approx(want["nll_all_frames"], rel=1e-5)
@@ -345,7 +345,6 @@ def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     from pianolab.cli import main
     from pianolab.config import RunConfig
     from pianolab.runs import load_run
-    from pianolab.train import _open_dataset
 
     rolls = {"train": sticky_rolls(4, 12, 3), "valid": sticky_rolls(2, 8, 4), "test": sticky_rolls(2, 8, 5)}
     path = write_json(tmp_path, {s: [pitches(r) for r in rs] for s, rs in rolls.items()})
@@ -360,12 +359,11 @@ def test_a_benchmark_run_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     assert "step 4" in capsys.readouterr().out
     config, model = load_run(tmp_path / "run")
     assert config == cfg
-    ev = bm.evaluate(model, rolls["test"])
+    ev = bm.nll_per_frame(model, rolls["test"])
     assert math.isfinite(ev["nll"]) and ev["frames"] == 16
-    # the trainer's dataset needs the benchmark's reader: open_dataset says so and names the key
-    with pytest.raises(ConfigError) as err:
-        _open_dataset(cfg)
-    assert err.value.key == "data.benchmark"
+    # the config opens the benchmark's set itself, each training piece also a key down and up
+    opened, direct = cfg.open_dataset(), bm.dataset(bm.load("jsb"), [-1, 1])
+    assert opened.train.pieces == direct.train.pieces and len(opened.val) == 2 and opened.encoding == bm.ENCODING
 
 
 def test_the_benchmark_configs_are_valid_and_train_on_their_set():

@@ -134,7 +134,7 @@ def test_transposed_clones_of_training_pieces(midi_folder, tmp_path):
             np.testing.assert_array_equal(ds.train.roll(f"{source}@t+5"), data.transpose_roll(rolls[source], 5))
     assert not any("@" in e["name"] for e in ds.val.entries)
     assert ds.index["params"]["transpose"] == [-3, 5]
-    assert data.statistics(ds.train)["originals"] == len(train)
+    assert data.dataset_statistics(ds.train)["originals"] == len(train)
 
 
 def test_dataset_arrays_are_memory_mapped_and_match_the_encoder(midi_folder, tmp_path):
@@ -243,21 +243,21 @@ def test_dataset_from_rolls_holds_splits_in_memory():
         np.testing.assert_array_equal(ds.train.roll(name), roll)
     np.testing.assert_array_equal(ds.val.roll("v"), val["v"])
     assert ds.train.sequence.dtype == np.uint8 and ds.train.sequence.size == sum(r.size for r in train.values())
-    assert data.statistics(ds.train)["originals"] == 2  # the clone 'p@t+2' has source 'p'
+    assert data.dataset_statistics(ds.train)["originals"] == 2  # the clone 'p@t+2' has source 'p'
     assert ds.key_down_rate == pytest.approx(np.mean(np.concatenate([r.reshape(-1) for r in train.values()])))
 
 
 def test_statistics_of_a_split_and_a_dataset(midi_folder, tmp_path):
     folder, rolls = midi_folder
     ds = data.load_dataset(build_small(folder, tmp_path / "ds"))
-    st = data.statistics(ds)
+    st = data.dataset_statistics(ds)
     total_steps = sum(r.shape[0] for r in rolls.values())
     assert st["pieces"] == len(rolls) and st["key_states"] == total_steps * K
     assert st["minutes"] == pytest.approx(total_steps / DEFAULT_ENCODING.steps_per_second / 60, abs=1e-3)
     per_key = sum(r.sum(axis=0) for r in rolls.values())
     np.testing.assert_array_equal(st["per_key"], per_key)
     assert st["key_down_rate"] == pytest.approx(per_key.sum() / (total_steps * K))
-    tr = data.statistics(ds.train)
+    tr = data.dataset_statistics(ds.train)
     n_train = len(sources(ds)[0])
     assert tr["pieces"] == n_train * (1 + 2) and tr["originals"] == n_train
     assert tr["key_states"] == ds.train.sequence.shape[0]
@@ -274,7 +274,7 @@ def test_statistics_of_a_synthetic_split():
     roll = np.zeros((48 * 60, 4), np.uint8)  # one minute
     roll[:, 0] = 1
     roll[::2, 3] = 1
-    st = data.statistics(data.Split("val", roll_to_sequence(roll), [("x", 0, roll.size)], enc))
+    st = data.dataset_statistics(data.Split("val", roll_to_sequence(roll), [("x", 0, roll.size)], enc))
     assert st["pieces"] == 1 and st["minutes"] == pytest.approx(1.0)
     assert st["key_down_rate"] == pytest.approx(1.5 / 4)
     np.testing.assert_array_equal(st["per_key"], [48 * 60, 0, 0, 48 * 30])

@@ -86,32 +86,6 @@ def test_round_trip_other_encodings(tmp_path, enc):
     np.testing.assert_array_equal(midi_to_roll(path, enc), roll)
 
 
-def _corpus_midi(work, tmp_path):
-    """Export one music21 score to a MIDI file as the default corpus does."""
-    pytest.importorskip("music21")
-    from pianolab import corpus
-
-    path = corpus._resolve_work(work)
-    if path is None:
-        pytest.skip(f"music21 corpus lacks {work}")
-    res = corpus._export_work({"name": work.replace("/", "_"), "work": work, "path": str(path)})
-    assert "error" not in res, res.get("error")
-    out = tmp_path / (work.replace("/", "_") + ".mid")
-    out.write_bytes(res["midi"])
-    return out
-
-
-@pytest.mark.parametrize("work", ["bach/bwv10.7", "mozart/k545/movement1_exposition"])
-def test_round_trip_real_pieces(tmp_path, work):
-    src = _corpus_midi(work, tmp_path)
-    roll = midi_to_roll(src)
-    assert roll.shape[1] == 72 and roll.sum() > 100
-    again = midi_to_roll(write_midi(roll, tmp_path / "again.mid"))
-    np.testing.assert_array_equal(again, roll)
-    # and a second trip changes nothing either
-    np.testing.assert_array_equal(midi_to_roll(roll_to_midi(again)), roll)
-
-
 # ---------------------------------------------------------------------------------------------
 # Flattening
 # ---------------------------------------------------------------------------------------------

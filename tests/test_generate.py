@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pianolab import generate as gen  # noqa: E402
-from pianolab.encoding import midi_to_roll, write_midi  # noqa: E402
+from pianolab.encoding import EDGE_THRESHOLDS, midi_to_roll, write_midi  # noqa: E402
 from pianolab.errors import ConfigError  # noqa: E402
 from pianolab.model import build_model, logit, model_receptive_field, receptive_field, rounding_bound  # noqa: E402
 
@@ -148,7 +148,7 @@ def test_edge_aversion_silences_the_keyboard_edges(n_keys):
     on = sampler.sample(None, 96, streams=2, random_seed=1)
     off = sampler.sample(None, 96, streams=2, random_seed=1, edge_aversion=False)
     dist = np.minimum(np.arange(n_keys), n_keys - 1 - np.arange(n_keys))  # distance from the nearer edge
-    thr = np.array(gen.EDGE_THRESHOLDS)
+    thr = np.array(EDGE_THRESHOLDS)
     silenced = dist < np.flatnonzero(thr <= 0.3)[0]  # thresholds above p: those keys never sound
     assert on[:, :, silenced].sum() == 0 and off.mean(axis=(0, 1))[silenced].min() > 0.15
     assert np.array_equal(on[:, :, ~silenced], off[:, :, ~silenced])  # p >= threshold: same uniforms, same music

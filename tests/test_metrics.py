@@ -29,7 +29,7 @@ def hand_roll():
 
 def stats(roll, enc=ENC):
     """The statistics of one roll, through the set function the chapters call."""
-    return {k: v[0] for k, v in metrics.set_statistics([roll], enc).items()}
+    return {k: v[0] for k, v in metrics.music_statistics([roll], enc).items()}
 
 
 def test_statistics_by_hand():
@@ -60,7 +60,7 @@ def test_silent_roll_and_wrong_shape():
     assert s["notes_per_second"] == 0 and s["polyphony"] == 0 and s["pitch_range"] == 0
     assert s["silence_fraction"] == 1 and not s["pitch_class_histogram"].any()
     with pytest.raises(ValueError, match="12"):
-        metrics.set_statistics([np.zeros((8, 13))], ENC)
+        metrics.music_statistics([np.zeros((8, 13))], ENC)
 
 
 def test_statistics_over_time_by_hand():

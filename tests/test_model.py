@@ -164,7 +164,9 @@ _JAX_SCRIPT = textwrap.dedent("""
     import keras
     assert keras.backend.backend() == "jax", keras.backend.backend()
     from pianolab.model import build_model, receptive_field, count_params
-    from pianolab.train import RunConfig, train, load_model
+    from pianolab.config import RunConfig
+    from pianolab.runs import load_model
+    from pianolab.train import train
     from pianolab.data import Split, Dataset
     from pianolab.encoding import DEFAULT_ENCODING
 

@@ -184,7 +184,7 @@ def _public_objects():
 
 def _pianolab_objects_used(tree):
     """The pianolab objects a chapter's code refers to: names imported from a pianolab module, and
-    attributes of a pianolab module bound to a name (``from pianolab import data`` ... ``data.statistics``)."""
+    attributes of a pianolab module bound to a name (``from pianolab import data`` ... ``data.dataset_statistics``)."""
     import ast
 
     modules, found = {}, set()  # local name -> pianolab module
@@ -301,7 +301,7 @@ print(json.dumps({
     "pianolab": pianolab.__file__, "models": str(settings.models_dir()), "jsb": str(settings.jsb_path()),
     "roll": list(rolls[0].shape), "notes": int(rolls[0].sum()),
     "pieces": [len(data[s]) for s in benchmark.SPLITS],
-    "nll": benchmark.evaluate(model, data["test"][:1])["nll"]}))
+    "nll": benchmark.nll_per_frame(model, data["test"][:1])["nll"]}))
 """
 
 
@@ -375,13 +375,13 @@ def test_wheel_carries_models_and_benchmarks_and_runs_outside_the_repository(tmp
     data = benchmark.load("jsb")
     assert got["pieces"] == [len(data[s]) for s in benchmark.SPLITS]
     _, model = load_run("jsb")
-    assert got["nll"] == pytest.approx(benchmark.evaluate(model, data["test"][:1])["nll"], rel=1e-5)
+    assert got["nll"] == pytest.approx(benchmark.nll_per_frame(model, data["test"][:1])["nll"], rel=1e-5)
 
 
 # ---------------------------------------------------------------- the package's shape
 
-STAGES = ["errors", "_io", "settings", "encoding", "corpus", "data", "windows", "model", "config", "runs", "train",
-          "benchmark", "pianonet", "_kernel", "generate", "audio", "plots", "metrics", "cli", "__main__"]
+STAGES = ["errors", "_io", "settings", "encoding", "plots", "corpus", "data", "windows", "model", "benchmark", "config",
+          "runs", "_trainer", "train", "pianonet", "_kernel", "generate", "audio", "metrics", "cli", "__main__"]
 
 
 def _pianolab_imports(path):
@@ -412,3 +412,109 @@ def test_modules_stay_small():
     assert max(sizes.values()) <= 400, sizes
     assert sizes["_kernel.py"] <= 300
     assert sum(sizes.values()) - sizes["_kernel.py"] <= 3200, sizes
+
+
+# ---------------------------------------------------------------- the seams between modules
+
+def _code_files():
+    """(label, own pianolab module or None, parsed source) of every file whose code uses pianolab:
+    the package, the tests, the scripts, the book's helpers and chapters' code cells (code in a
+    string, such as a test's subprocess script, is not read)."""
+    import ast
+
+    files = [*ROOT.glob("pianolab/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
+             *ROOT.glob("book/*.py"), *ROOT.glob("data/models/*.py"), *ROOT.glob("data/benchmarks/*.py")]
+    out = [(p.relative_to(ROOT).as_posix(), p.stem if p.parent.name == "pianolab" else None, ast.parse(p.read_text()))
+           for p in files]
+    for path in _notebooks():
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        source = "\n".join(line for c in cells for line in "".join(c["source"]).splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        out.append((f"book/{path.name}", None, ast.parse(source)))
+    return out
+
+
+def _imported_module(node, own):
+    """The pianolab module name a ``from ... import`` reads from (None: not pianolab)."""
+    if node.level == 1:  # inside the package
+        return node.module
+    if (node.module or "").startswith("pianolab."):
+        return node.module.split(".", 1)[1]
+    return None
+
+
+def _defined_names(module):
+    """The names a pianolab module defines at its top level (def, class, assignment), not imports."""
+    import ast
+
+    tree = ast.parse((ROOT / "pianolab" / f"{module}.py").read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_every_name_is_imported_from_the_module_that_defines_it():
+    """One import path per name: ``from pianolab.runs import load_model`` (or ``runs.load_model``), never
+    through a module that merely imported it (the package re-exports nothing)."""
+    import ast
+
+    modules = {p.stem for p in (ROOT / "pianolab").glob("*.py")}
+    wrong = []
+    for label, own, tree in _code_files():
+        aliases = {a.asname or a.name: a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and (n.module == "pianolab" or (n.level == 1 and n.module is None)) for a in n.names}
+        wrong += [f"{label}: {ast.unparse(n)}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                  and aliases.get(ast.unparse(n.value)) in modules and not n.attr.startswith("__")
+                  and n.attr not in _defined_names(aliases[ast.unparse(n.value)]) | modules
+                  and not inspect.ismodule(getattr(importlib.import_module(f"pianolab.{aliases[ast.unparse(n.value)]}"),
+                                                   n.attr, None))]  # e.g. monkeypatching audio.os
+        for node in (n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)):
+            module = _imported_module(node, own)
+            if module is None and node.module == "pianolab":
+                module = "__init__"
+            if module not in modules:
+                continue
+            defined = _defined_names(module)
+            wrong += [f"{label}: {a.name} from pianolab.{module}" for a in node.names
+                      if a.name not in defined and a.name != "*" and not (module == "__init__" and a.name in modules)]
+    assert not wrong, "names imported from a module that does not define them: " + "; ".join(sorted(set(wrong)))
+
+
+def _private(name):
+    return name.startswith("_") and not (name.startswith("__") or re.fullmatch(r"_repr_\w+_", name))
+
+
+def test_no_module_borrows_another_modules_private_helpers():
+    """A helper is either private to its module or public and documented (helpers the stages share
+    live in ``pianolab._io``): nothing outside module ``X`` uses ``X._name`` or imports ``_name`` from
+    it. ``tests/test_X.py``, the unit tests of ``X``, may reach into ``X`` itself, and no further."""
+    import ast
+
+    wrong = []
+    for label, own, tree in _code_files():
+        tested = re.fullmatch(r"tests/test_(\w+)\.py", label)
+        mine = {own, tested and tested.group(1)} - {None}
+        aliases = {}  # local name -> pianolab module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = _imported_module(node, own)
+                if node.module == "pianolab" or (node.level == 1 and node.module is None):
+                    aliases.update({a.asname or a.name: a.name for a in node.names})
+                elif module is not None:
+                    wrong += [f"{label}: from pianolab.{module} import {a.name}" for a in node.names
+                              if _private(a.name) and module not in mine]
+            elif isinstance(node, ast.Import):
+                aliases.update({a.asname: a.name.split(".", 1)[1] for a in node.names
+                                if a.name.startswith("pianolab.") and a.asname})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                base = ast.unparse(node.value)
+                module = aliases.get(base) or (base.split(".", 1)[1] if base.startswith("pianolab.") else None)
+                if module is not None and module not in mine:
+                    wrong.append(f"{label}: {base}.{node.attr}")
+    assert not wrong, "private helpers used outside their module: " + "; ".join(sorted(set(wrong)))

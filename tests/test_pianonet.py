@@ -18,7 +18,7 @@ from pianolab import pianonet  # noqa: E402
 from pianolab.cli import main  # noqa: E402
 from pianolab.encoding import DEFAULT_ENCODING, Encoding, midi_to_roll  # noqa: E402
 from pianolab.errors import ConfigError  # noqa: E402
-from pianolab.generate import EDGE_THRESHOLDS  # noqa: E402
+from pianolab.encoding import EDGE_THRESHOLDS  # noqa: E402
 from pianolab.model import count_params, in_float64, model_receptive_field, rounding_bound  # noqa: E402
 from pianolab.config import RunConfig  # noqa: E402
 from pianolab.runs import encoding_of, load_model  # noqa: E402
@@ -101,10 +101,10 @@ def _edit(layers, name, **config):
     ("conv1d_3", {"filters": 2}, "conv1d_3", "is last; expected a 1x1 Conv1D with one filter"),
 ])
 def test_plan_names_the_layer_it_cannot_represent(name, change, blamed, message):
-    layers = pianonet.read_layers(FIXTURES / "tiny")
-    assert pianonet.plan(layers)[:2] == ([[2, 1], [1]], "elu")
+    layers = pianonet.read_saved_model(FIXTURES / "tiny")
+    assert pianonet.as_filter_increments(layers)[:2] == ([[2, 1], [1]], "elu")
     with pytest.raises(ConfigError, match=f"layer '{blamed}' .*{message}"):
-        pianonet.plan(_edit(layers, name, **change))
+        pianonet.as_filter_increments(_edit(layers, name, **change))
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 from pianolab import plots  # noqa: E402
 from pianolab.encoding import DEFAULT_ENCODING, Encoding  # noqa: E402
-from pianolab.generate import EDGE_THRESHOLDS  # noqa: E402
+from pianolab.encoding import EDGE_THRESHOLDS  # noqa: E402
 from pianolab.runs import History  # noqa: E402
 
 FS = DEFAULT_ENCODING.steps_per_second
@@ -89,10 +89,10 @@ def test_plot_loss_from_a_dict_and_a_run_directory(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run A: training"]
     rows = [dict(zip(hist, values)) for values in zip(*hist.values())]
     History(rows).to_csv(tmp_path / "history.csv")  # what a run writes
-    ax = plots.plot_loss(tmp_path)
+    ax = plots.plot_loss(History.read(tmp_path))
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [v for v in hist["val_loss"] if v is not None])
-    with pytest.raises(ValueError, match="missing"):
-        plots.plot_loss(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no loss values.*without history.csv"):
+        plots.plot_loss(History.read(tmp_path / "missing"))
 
 
 def test_plot_key_histogram_fractions_and_labels():

@@ -11,9 +11,10 @@ from conftest import tiny_config
 from pianolab.encoding import Encoding
 from pianolab.errors import ConfigError
 from pianolab.model import count_params, receptive_field
-from pianolab.runs import (HISTORY_COLUMNS, History, _bce, encoding_of, evaluate, load_model, load_run,
-                           load_snapshot, _run_path, _snapshot_path, snapshot_steps, validation_windows)
-from pianolab.train import _make_model, train
+from pianolab.model import binary_cross_entropy
+from pianolab.runs import (HISTORY_COLUMNS, SNAPSHOT_FILE, History, encoding_of, evaluate, load_model, load_run,
+                           load_snapshot, _run_path, snapshot_steps, validation_windows)
+from pianolab.train import train
 from pianolab.windows import Windows
 
 K = Encoding().n_keys
@@ -49,7 +50,7 @@ def test_history_round_trips_through_csv(tmp_path):
 def test_bce_is_the_binary_cross_entropy_in_nats():
     y = np.array([1, 0, 1, 0])
     p = np.array([0.9, 0.9, 0.0, 1.0])
-    got = _bce(y, p)
+    got = binary_cross_entropy(y, p)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got[:2], [-math.log(0.9), -math.log(0.1)])
     np.testing.assert_allclose(got[2:], -math.log(1e-7), rtol=1e-6)  # clipped, never infinite
@@ -72,7 +73,7 @@ def test_validation_windows_are_fixed_by_their_seed(dataset):
 
 def test_evaluate_scores_every_key_state(dataset):
     """Whole-split evaluation equals a direct numpy computation: each piece from silence."""
-    model = _make_model(tiny_config(), dataset)
+    model = tiny_config().build_model(dataset)
     rf = receptive_field("tiny")
     res = evaluate(model, dataset.val, n_targets=1000, batch_size=2)
     total, count = 0.0, 0
@@ -92,7 +93,7 @@ def test_evaluate_scores_every_key_state(dataset):
     x, y, w = validation_windows(dataset.val, rf, 256, 3, 5)
     assert fixed["key_states"] == int(w.sum())
     p = np.asarray(model(x.astype(np.float32)[..., None]))[..., 0]
-    assert fixed["loss_per_state"] == pytest.approx(float((_bce(y, p) * w).sum() / w.sum()), rel=1e-5)
+    assert fixed["loss_per_state"] == pytest.approx(float((binary_cross_entropy(y, p) * w).sum() / w.sum()), rel=1e-5)
     given = evaluate(model, dataset.val, windows=(x, y, w))
     assert given["loss_per_state"] == pytest.approx(fixed["loss_per_state"], rel=1e-6)
 
@@ -103,7 +104,7 @@ def test_load_run_model_and_snapshot(run, dataset):
     assert model.count_params() == count_params(config.filter_increments)
     best = load_model(run, which="best")
     assert best.count_params() == model.count_params()
-    assert snapshot_steps(run) == [2] and _snapshot_path(run, 2).is_file()
+    assert snapshot_steps(run) == [2] and (run / SNAPSHOT_FILE.format(2)).is_file()
     snap = load_snapshot(run, 2)
     assert not all(np.array_equal(a, b) for a, b in zip(snap.get_weights(), model.get_weights()))
     with pytest.raises(ConfigError, match=r"no snapshot at step 3.*\[2\]") as err:

@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pianolab.model import layer_plan, model_receptive_field  # noqa: E402
-from pianolab.train import History, RunConfig, load_model, load_snapshot, snapshot_steps  # noqa: E402
+from pianolab.config import RunConfig  # noqa: E402
+from pianolab.runs import History, load_model, load_snapshot, snapshot_steps  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
 CORPUS_MODELS = ["deep", "shallow"]  # trained with `pianolab train` on the default corpus

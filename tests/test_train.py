@@ -22,9 +22,11 @@ from pianolab.config import RunConfig
 from pianolab.encoding import DEFAULT_ENCODING
 from pianolab.errors import ConfigError
 from pianolab.model import count_params, layer_plan, logit, receptive_field
-from pianolab.runs import (HISTORY_COLUMNS, History, load_model, load_run, load_snapshot, _snapshot_path,
+from pianolab.runs import (HISTORY_COLUMNS, SNAPSHOT_FILE, History, load_model, load_run, load_snapshot,
                            snapshot_steps)
-from pianolab.train import _Trainer, TrainingError, describe, _make_model, _open_dataset, train
+from pianolab._trainer import Trainer
+from pianolab.errors import TrainingError
+from pianolab.train import describe, train
 from pianolab.windows import Windows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,10 +76,10 @@ def test_receptive_field_longer_than_the_data(dataset, tmp_path):
 
 def test_open_dataset_names_the_key(tmp_path):
     with pytest.raises(ConfigError) as err:
-        _open_dataset(RunConfig(data={"dataset": str(tmp_path)}))
+        RunConfig(data={"dataset": str(tmp_path)}).open_dataset()
     assert err.value.key == "data.dataset" and "python -m pianolab data" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        _open_dataset(RunConfig(data={"corpus": str(tmp_path / "nope")}))
+        RunConfig(data={"corpus": str(tmp_path / "nope")}).open_dataset()
     assert err.value.key == "data.corpus"
 
 
@@ -93,10 +95,10 @@ def test_describe_counts_layers_parameters_and_receptive_field():
 
 def test_calibrated_output_bias_uses_the_training_rate(dataset):
     rate = np.count_nonzero(dataset.train.sequence) / dataset.train.sequence.size
-    model = _make_model(tiny_config(), dataset)
+    model = tiny_config().build_model(dataset)
     assert model.get_layer("output").get_weights()[1][0] == pytest.approx(logit(rate), rel=1e-5)
     cfg = RunConfig.from_dict({"model": {"preset": "tiny", "output_bias": 0}})
-    assert _make_model(cfg, dataset).get_layer("output").get_weights()[1][0] == 0.0
+    assert cfg.build_model(dataset).get_layer("output").get_weights()[1][0] == 0.0
 
 
 @pytest.mark.parametrize("validate_every, stop", [(8, 8), (0, 6)])
@@ -131,7 +133,7 @@ def test_resume_continues_exactly(dataset, tmp_path, validate_every, stop):
     assert not np.array_equal(load_snapshot(b, 12).get_weights()[0], load_snapshot(b, 14).get_weights()[0])
     import h5py  # installed with Keras
 
-    with h5py.File(_snapshot_path(b, 12), "r") as f:
+    with h5py.File(b / SNAPSHOT_FILE.format(12), "r") as f:
         assert "optimizer" not in f, "a snapshot holds the weights alone, not the Adam state"
     assert not [p for p in b.rglob(".*")], "temporary files left behind"
     state = json.loads((b / "checkpoints" / "latest.json").read_text())
@@ -165,12 +167,12 @@ def test_resume_continues_exactly(dataset, tmp_path, validate_every, stop):
 
 def test_cosine_decay_reaches_lr_final(dataset, tmp_path):
     cfg = tiny_config(lr=3e-3, lr_final=3e-4, steps=6, checkpoint_every=3, validate_every=0)
-    trainer = _Trainer(tmp_path / "run", cfg, dataset, progress=False)
+    trainer = Trainer(tmp_path / "run", cfg, dataset, progress=False)
     lr = lambda: float(np.asarray(trainer.model.optimizer.learning_rate))  # noqa: E731
     assert lr() == pytest.approx(3e-3)
     trainer.run(3)
     assert lr() == pytest.approx(3e-4 + (3e-3 - 3e-4) * (1 + math.cos(math.pi / 2)) / 2, rel=1e-5)
-    trainer = _Trainer(tmp_path / "run", cfg, dataset, progress=False)  # resumed: the schedule goes on
+    trainer = Trainer(tmp_path / "run", cfg, dataset, progress=False)  # resumed: the schedule goes on
     assert trainer.resumed and trainer.step == 3
     trainer.run(6)
     assert lr() == pytest.approx(3e-4, rel=1e-5)
@@ -307,7 +309,9 @@ _MIRRORED = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, sys.argv[1])
     from conftest import tiny_dataset, tiny_config
-    from pianolab.train import _Trainer, train, load_model
+    from pianolab.runs import load_model
+    from pianolab._trainer import Trainer
+    from pianolab.train import train
 
     ds = tiny_dataset()
     with tempfile.TemporaryDirectory() as d:
@@ -315,7 +319,7 @@ _MIRRORED = textwrap.dedent("""
                           checkpoint_every=4, validate_every=4)
         train(d + "/mirrored", cfg, steps=8, dataset=ds, progress=False)  # a validation step: see test_resume
         h = train(d + "/mirrored", None, dataset=ds, progress=False)  # resumed under the strategy
-        trainer = _Trainer(d + "/mirrored", cfg, ds, progress=False)
+        trainer = Trainer(d + "/mirrored", cfg, ds, progress=False)
         print("REPLICAS", trainer.strategy.num_replicas_in_sync, type(trainer.model.weights[0].value).__name__)
         single = train(d + "/single", tiny_config(batch_start=2, batch_end=4, batch_double_every=3, steps=12,
                                                   checkpoint_every=4, validate_every=4), dataset=ds, progress=False)

@@ -2,7 +2,7 @@
 
 model.keras is the run's best.keras (the best validation step), loaded without compiling so no optimizer
 state is saved; config.json, history.csv and loss.png are copied; results.json (test and valid NLL by
-pianolab.benchmark.evaluate, steps, time, size), COMMAND.txt and README.md are written. Every file is
+pianolab.benchmark.nll_per_frame, steps, time, size), COMMAND.txt and README.md are written. Every file is
 written to a temporary file and renamed (pianolab._io). Usage, from the repository root, after
 `bash data/models/train_benchmarks.sh` (which trains runs/NAME and logs start and end times to
 runs/queue.log): python data/models/ship_benchmark.py NAME
@@ -42,7 +42,7 @@ def _times(name):
 def _record(name, config, model, hist):
     data = benchmark.load(name)
     t0 = time.perf_counter()
-    test, valid = benchmark.evaluate(model, data["test"]), benchmark.evaluate(model, data["valid"])
+    test, valid = benchmark.nll_per_frame(model, data["test"]), benchmark.nll_per_frame(model, data["valid"])
     print(f"evaluated in {time.perf_counter() - t0:.0f} s")
     tf_version = __import__("tensorflow").__version__ if keras.backend.backend() == "tensorflow" else "not used"
     return {"test_nll": round(test["nll"], 4), "test_nll_all_frames": round(test["nll_all_frames"], 4),
@@ -63,7 +63,7 @@ def _command(name, config, hist, res, best_step):
 # {t.batch_end} windows x {t.n_targets} key states, validation on the whole valid split every {t.validate_every} steps.
 # Then `python data/models/ship_benchmark.py {name}`: model.keras = the run's best.keras (the best
 # validation step, {best_step}), re-saved without optimizer state; config.json, history.csv and loss.png copied;
-# results.json from pianolab.benchmark.evaluate on the test and valid splits. The test split played no part.
+# results.json from pianolab.benchmark.nll_per_frame on the test and valid splits. The test split played no part.
 
 wall time: {hist.seconds[-1] / 60:.1f} min of training clock (history.csv, seconds column, validations included);
 started {started} UTC, ended {ended} UTC
