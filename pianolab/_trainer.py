@@ -3,7 +3,6 @@ checkpointed (not a pipeline stage of its own; ``benchmarks/train_throughput.py`
 """
 
 import contextlib
-import io
 import json
 import math
 import sys
@@ -29,9 +28,8 @@ def _save_loss_plot(history, path):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4), dpi=100)
     plot_loss(history, ax=fig.add_subplot())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    _io.write_bytes(path, buf.getvalue())
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
 
 
 def _jit(config):

@@ -201,7 +201,3 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pianolab {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

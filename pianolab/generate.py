@@ -27,7 +27,7 @@ from . import _kernel
 from ._io import check_roll
 from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
-from .model import HIDDEN_ACTIVATIONS, rounding_bound
+from .model import HIDDEN_ACTIVATIONS, model_receptive_field, rounding_bound
 
 _CHUNK = 48  # time steps sampled between two progress-bar updates
 
@@ -175,7 +175,6 @@ def naive_sample(model, seed_roll=None, n_steps=48, *, streams=1, temperature=1.
     """``n_steps`` time steps the slow way, the whole model over the last RF states of every stream for
     every key state: uint8 ``[streams, n_steps, n_keys]``, the music :meth:`FastSampler.sample` plays
     with the same seeds and settings (chapter 05_fast_wavenet)."""
-    from .model import model_receptive_field
     rf = model_receptive_field(model)
     inv_temp, thr = 1 / _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, n_keys)
     seeds = _seed_rolls(seed_roll, streams)
@@ -205,10 +204,9 @@ class FastSampler:
         self._net = _kernel.pack(self.layers, self.w_out, self.b_out, pad=8 if backend == "numba" else 1)
         self._silence = _kernel.silence_queues(self._net)
         if verify:
-            rng = np.random.default_rng(12345)
-            n, rf = self.receptive_field + 2 * self.n_keys + 3, self.receptive_field
-            hist = (rng.random((1, n)) < 0.2).astype(np.uint8)
-            start = n - self.n_keys - 2
+            rf = self.receptive_field
+            hist = (np.random.default_rng(12345).random((1, rf + 2 * self.n_keys + 3)) < 0.2).astype(np.uint8)
+            start = hist.shape[1] - self.n_keys - 2
             ref = model(np.pad(hist, ((0, 0), (rf, 0)))[:, start:, None].astype(np.float32), training=False)
             err = np.max(np.abs(self.probabilities(hist, start) - np.asarray(ref)[:, :, 0]))
             if not err <= rounding_bound(model):  # float32 sums in another order: float32's bound

@@ -118,28 +118,19 @@ def impulse_response(model, length, position):
 
 
 def in_float64(model):
-    """A float64 copy of a Keras model, weights cast exactly: where rounding (~1e-16 per operation)
-    cannot hide a bug, two models claimed equal must agree to ~1e-12 on any CPU
-    (chapter 09_pianonet_models)."""
+    """A float64 copy of a Keras model, weights cast exactly, to prove two models equal where rounding
+    (~1e-16 per operation) cannot hide a bug, on any CPU (chapter 09_pianonet_models)."""
     import keras
-
-    def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
-
-    copy = keras.models.clone_model(model, input_tensors=keras.Input((None, 1), dtype="float64"),
-                                    clone_function=clone)
+    copy = keras.models.clone_model(model, keras.Input((None, 1), dtype="float64"),
+                                    lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float64"}))
     copy.set_weights([np.asarray(w, np.float64) for w in model.get_weights()])
     return copy
 
 
 def rounding_bound(model, dtype="float32"):
-    """How far rounding in ``dtype`` may move one output probability of ``model``: the worst-case
-    bound of a sum of ``n`` products, ``n u`` (u: the unit roundoff, 2**-24 in float32), added over
-    every layer the signal crosses, ``n`` being that layer's fan-in (2 taps x input channels, plus
-    the bias). Weights larger than 1 could amplify it, the activations cannot (ELU and sigmoid
-    slopes are at most 1); measured float32-vs-float64 gaps lie one to two orders of magnitude below
-    it. The tolerance of every float32 comparison of two implementations of one model, on any CPU
-    (chapter 03_receptive_field)."""
-    u = np.finfo(dtype).eps / 2
-    return float(u * sum(int(np.prod(layer.kernel.shape[:2])) + 1 for layer in model.layers
-                         if hasattr(layer, "kernel")))
+    """The tolerance of comparing two implementations of ``model`` in ``dtype`` (chapter 03_receptive_field):
+    the worst case of a sum of ``n`` products, ``n`` times the unit roundoff, added over the layers, ``n``
+    being each layer's fan-in (ELU and sigmoid slopes are at most 1; weights could amplify it, yet measured
+    float32-vs-float64 gaps lie one to two orders of magnitude below)."""
+    n = sum(int(np.prod(layer.kernel.shape[:2])) + 1 for layer in model.layers if hasattr(layer, "kernel"))
+    return float(n * np.finfo(dtype).eps / 2)

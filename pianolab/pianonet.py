@@ -154,8 +154,7 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
     ``data.encoding`` and ``model.filter_increments`` / ``model.activation``. Returns the model
     (chapter 09_pianonet_models)."""
     out = Path(out)
-    planned = as_filter_increments(read_saved_model(src), src)
-    increments, activation, _ = planned
+    increments, activation, _ = planned = as_filter_increments(read_saved_model(src), src)
     model = _build(src, planned, f"pianonet_{Path(src).name}"[:60])
     config = {"data": {"encoding": encoding.to_dict()},
               "model": {"preset": None, "filter_increments": increments, "activation": activation}}
