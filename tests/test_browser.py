@@ -154,3 +154,183 @@ def test_two_pages_saved_as_screenshots(server, browser):
         out = SCREENSHOTS / f"{Path(page).name}.png"
         assert browser.save_screenshot(str(out)), f"could not save {out}"
         assert out.stat().st_size > 10_000, f"{out} is suspiciously small"
+
+
+# ---------------------------------------------------------------- the in-page generator (issue 23)
+# These tests need no built book: the page's JavaScript (book/_static/pianolab) and the weights,
+# exported now as the book build exports them (book/_ext/pianolab_web.py), are served from a
+# temporary folder with a small test page.
+
+STATIC = ROOT / "book" / "_static" / "pianolab"
+WEB_MODELS = ("deep", "shallow", "pianonet_micro_1", "pianonet_r5p3")
+EXACT_SECONDS = 10.0  # of music compared state for state with pianolab's FastSampler
+PROB_TOL = 1e-5
+TEST_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>pianolab page test</title></head><body>
+<div class="pianolab-generator" data-seeds='{"chords": {"steps": 96, "notes": [[60, 0, 20], [64, 0, 20],
+ [67, 0, 20], [65, 24, 44], [69, 24, 44], [72, 24, 44], [67, 48, 68], [71, 48, 68], [74, 48, 68],
+ [60, 72, 92], [64, 72, 92], [67, 72, 92]]}}'></div>
+<script src="pianolab/sampler.js"></script><script src="pianolab/synth.js"></script>
+<script src="pianolab/roll.js"></script><script src="pianolab/generator.js"></script></body></html>"""
+
+
+def _web():
+    import sys
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import pianolab_web
+    return pianolab_web
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    """URL of the test page, served with the page's scripts and freshly exported weights."""
+    site = Path(tempfile.mkdtemp(prefix="pianolab-page-"))
+    shutil.copytree(STATIC, site / "pianolab")
+    _web().export_all(site / "pianolab" / "weights", WEB_MODELS)
+    (site / "test.html").write_text(TEST_PAGE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/test.html"
+    httpd.shutdown()
+    shutil.rmtree(site, ignore_errors=True)
+
+
+def _chord_seed(encoding):
+    """2 s of four chords in a model's key window (the test page's "chords" seed)."""
+    import numpy as np
+    roll = np.zeros((96, encoding.n_keys), np.uint8)
+    for i, chord in enumerate([(60, 64, 67), (65, 69, 72), (67, 71, 74), (60, 64, 67)]):
+        for p in chord:
+            roll[24 * i:24 * i + 20, p - encoding.lowest] = 1
+    return roll
+
+
+RUN_SAMPLER = """
+const [name, seed, u, forced, done] = arguments;
+const S = PianolabSampler;
+S.fetchNet(new URL('pianolab/weights/', location.href), name).then(net => {
+  const s = S.start(net, S.seedHistory(net, seed));
+  const probs = new Float64Array(u.length), t0 = performance.now();
+  const states = S.run(net, s, u.length, {u: Float64Array.from(u), probs,
+                                          forced: forced && Uint8Array.from(forced)});
+  done({ms: performance.now() - t0, states: Array.from(states).join(''), probs: Array.from(probs)});
+}).catch(e => done({error: String(e)}));
+"""
+
+
+@pytest.mark.parametrize("name", WEB_MODELS)
+def test_page_sampler_plays_pianolabs_key_states(page, browser, name):
+    """Fed the uniforms pianolab's FastSampler draws (numpy's default_rng([3, 0])), the page's
+    sampler plays the same key states for 10 s of music after the same seed, with probabilities
+    within 1e-5 of pianolab's given the same history. Where a uniform lies within 1e-5 of the
+    probability it is compared with, the two may rightly differ: the test says so, compares the
+    states up to there and the probabilities over pianolab's whole history (teacher forcing)."""
+    import warnings
+
+    import numpy as np
+
+    from pianolab.generate import FastSampler, _controls, _edge_thresholds
+    from pianolab.runs import encoding_of, load_model
+
+    enc = encoding_of(name)
+    K, n_steps, seed = enc.n_keys, int(EXACT_SECONDS * enc.steps_per_second), _chord_seed(enc)
+    rolls, probs = FastSampler(load_model(name), n_keys=K).sample(seed, n_steps, random_seed=3,
+                                                                   return_probabilities=True)
+    want, p_want = rolls[0].reshape(-1), probs[0].reshape(-1)
+    u = np.random.default_rng([3, 0]).random(want.size)
+    _open(browser, page)
+    got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), None)
+    assert "error" not in got, got
+    states = np.frombuffer(got["states"].encode(), np.uint8) - ord("0")
+    q = np.array([_controls(p, i % K, 1.0, _edge_thresholds(True, K), K) for i, p in enumerate(p_want)])
+    ties = np.flatnonzero(np.abs(u - q) < PROB_TOL)
+    differ = np.flatnonzero(states != want)
+    end = differ[0] if differ.size else want.size
+    if differ.size:
+        assert ties.size and ties[0] <= end, (
+            f"{name}: the page plays state {end} (time step {end // K}, key {end % K}) as {states[end]}, "
+            f"pianolab as {want[end]}, with u = {u[end]:.7f} and p = {q[end]:.7f}: not a near tie")
+        warnings.warn(f"{name}: uniform {ties[0]} lies within {PROB_TOL} of its probability; the "
+                      f"states are compared up to state {end} of {want.size}, then teacher-forced")
+        got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), want.tolist())
+    elif ties.size:
+        print(f"{name}: {ties.size} uniform(s) within {PROB_TOL} of their probability; states equal anyway")
+    err = np.max(np.abs(np.array(got["probs"]) - p_want))
+    print(f"{name}: {want.size} key states ({int(want.sum())} down), {end} equal; largest probability "
+          f"difference {err:.2e}; page sampler {want.size / got['ms'] * 1000:,.0f} key states/s")
+    assert err <= PROB_TOL, f"{name}: probabilities differ from pianolab's by up to {err:.3g}"
+    assert want.sum() > 0, f"{name}: 10 s of silence prove little; pick another seed"
+
+
+SYNTH_TOL = 1e-6
+
+
+def test_page_piano_sounds_like_pianolabs_numpy_piano(page, browser):
+    """The page's synthesiser renders a test roll equal to pianolab.audio's numpy piano (same
+    formula, both float32 at the end) within 1e-6 (of a peak of 0.9)."""
+    import numpy as np
+
+    from pianolab import audio
+    from pianolab.encoding import DEFAULT_ENCODING
+
+    rng = np.random.default_rng(0)
+    roll = np.zeros((150, DEFAULT_ENCODING.n_keys), np.uint8)
+    for _ in range(25):  # notes of random keys and lengths, some re-struck and overlapping
+        k, s = rng.integers(0, roll.shape[1]), rng.integers(0, 140)
+        roll[s:s + rng.integers(1, 60), k] = 1
+    want = audio.synthesize(roll, backend_name="numpy")
+    _open(browser, page)
+    got = browser.execute_script("return Array.from(PianolabSynth.render(arguments[0], arguments[1]))",
+                                 roll.tolist(), DEFAULT_ENCODING.to_dict())
+    got = np.asarray(got, np.float32)
+    assert got.shape == want.shape
+    err = float(np.max(np.abs(got - want)))
+    print(f"page piano vs numpy piano: {want.size} samples, largest difference {err:.2e}")
+    assert err <= SYNTH_TOL
+
+
+GENERATE = """
+const [done] = arguments;
+const div = document.querySelector('div.pianolab-generator');
+const wait = () => {
+  if (!div.generator) return setTimeout(wait, 50);
+  const before = div.dataset.done;
+  div.querySelector('button').click();  // Generate
+  const poll = () => div.dataset.done !== before ? done({
+      rows: div.generator.performance().map(r => Array.from(r)),
+      midi: btoa(String.fromCharCode(...div.generator.midi())),
+      status: div.textContent, hash: location.hash}) : setTimeout(poll, 50);
+  poll();
+};
+wait();
+"""
+
+
+def test_generator_saves_the_roll_it_drew_and_repeats_from_the_url(page, browser, tmp_path):
+    """The generator of the page, run from its URL's settings (a seed passage, 3 s, temperature 1.1):
+    the .mid it saves reads back with pianolab.encoding.load_midi as the roll it drew; the same URL
+    gives the same performance again; no console error."""
+    import base64
+
+    import numpy as np
+
+    from pianolab.encoding import load_midi, midi_to_roll
+    from pianolab.runs import encoding_of
+
+    url = f"{page}#model=pianonet_micro_1&seed=chords&seconds=3&temperature=1.1&edge=1&rs=2"
+    runs = []
+    for _ in range(2):
+        browser.get("about:blank")  # a new page, not a jump to another #hash of the same one
+        assert _open(browser, url) == []
+        runs.append(browser.execute_async_script(GENERATE))
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    rows = np.array(runs[0]["rows"], np.uint8)
+    assert rows.shape == (3 * 48, 72) and rows.sum() > 0, runs[0]["status"]
+    assert runs[0]["rows"] == runs[1]["rows"], "the same URL played another performance"
+    path = tmp_path / "performance.mid"
+    path.write_bytes(base64.b64decode(runs[0]["midi"]))
+    back = midi_to_roll(load_midi(path), encoding_of("pianonet_micro_1"))
+    assert np.array_equal(back, rows)
+    assert "key states/s" in runs[0]["status"]

@@ -1,0 +1,217 @@
+// Fast-WaveNet sampling in the page: the same steps as pianolab.generate.FastSampler (chapter 5).
+//
+// A model is a chain of dilated kernel-2 layers, y[t] = act(x[t - d] W0 + x[t] W1 + b), then a 1x1
+// sigmoid. Each layer keeps a queue of its last d inputs (a ring buffer: position t lives in row
+// t % d, which holds x[t - d] until x[t] overwrites it), so one new key state costs one kernel-2
+// step per layer. Weights come from NAME.json + NAME.bin, written at book build time by
+// book/_ext/pianolab_web.py. Sums are in float64 over the float32 weights; a probability is rounded
+// to float32 (Math.fround) before it is compared, as pianolab's float32 kernel compares it.
+//
+// Loaded with <script> it defines PianolabSampler; loaded as a Web Worker it answers messages
+// (see onmessage at the end): the page stays responsive while the model plays.
+"use strict";
+
+const PianolabSampler = (() => {
+  const ACTIVATIONS = ["elu", "relu", "linear"]; // pianolab._kernel.ACTIVATIONS
+
+  // NAME.json + the ArrayBuffer of NAME.bin -> a net: per layer W [c_out][older c_in | newer c_in].
+  function loadNet(desc, buffer) {
+    const f32 = (offset, n) => new Float32Array(buffer, offset, n);
+    const layers = desc.layers.map((L) => {
+      const [, cin, cout] = L.kernel_shape;
+      const k = f32(L.kernel_offset, 2 * cin * cout); // Keras: [tap][c_in][c_out]
+      const W = new Float32Array(cout * 2 * cin);
+      for (let j = 0; j < cout; j++)
+        for (let tap = 0; tap < 2; tap++)
+          for (let i = 0; i < cin; i++) W[j * 2 * cin + tap * cin + i] = k[(tap * cin + i) * cout + j];
+      if (!ACTIVATIONS.includes(L.activation)) throw new Error(`${desc.name}: unknown activation ${L.activation}`);
+      return { cin, cout, d: L.dilation, act: L.activation, W, b: Float64Array.from(f32(L.bias_offset, cout)) };
+    });
+    const cmax = Math.max(...layers.map((L) => Math.max(L.cin, L.cout)));
+    return {
+      name: desc.name, layers, cmax, encoding: desc.encoding, nKeys: desc.encoding.n_keys,
+      receptiveField: desc.receptive_field, thresholds: Float64Array.from(desc.edge_thresholds, Math.fround),
+      wOut: Float64Array.from(f32(desc.output.weights_offset, desc.output.size)),
+      bOut: Math.fround(f32(desc.output.bias_offset, 1)[0]),
+    };
+  }
+
+  async function fetchNet(baseUrl, name) {
+    const url = new URL(`${name}.json`, baseUrl), desc = await (await fetch(url)).json();
+    const bin = await (await fetch(new URL(desc.bin, url))).arrayBuffer();
+    if (bin.byteLength !== desc.bytes) throw new Error(`${desc.bin}: ${bin.byteLength} bytes, expected ${desc.bytes}`);
+    return loadNet(desc, bin);
+  }
+
+  // One layer step for one stream: xs = [older | newer] (2 c_in), out = act(W xs + b).
+  function dense(L, xs, out) {
+    const { W, b, cout } = L, k2 = 2 * L.cin;
+    let j = 0;
+    for (; j + 4 <= cout; j += 4) { // four weight rows per pass over xs
+      let a0 = b[j], a1 = b[j + 1], a2 = b[j + 2], a3 = b[j + 3];
+      const r0 = j * k2, r1 = r0 + k2, r2 = r1 + k2, r3 = r2 + k2;
+      for (let k = 0; k < k2; k++) {
+        const y = xs[k];
+        a0 += y * W[r0 + k]; a1 += y * W[r1 + k]; a2 += y * W[r2 + k]; a3 += y * W[r3 + k];
+      }
+      out[j] = a0; out[j + 1] = a1; out[j + 2] = a2; out[j + 3] = a3;
+    }
+    for (; j < cout; j++) {
+      let a = b[j];
+      const r = j * k2;
+      for (let k = 0; k < k2; k++) a += xs[k] * W[r + k];
+      out[j] = a;
+    }
+    if (L.act === "elu") for (j = 0; j < cout; j++) { const v = out[j]; if (!(v > 0)) out[j] = Math.expm1(Math.max(v, -87)); }
+    else if (L.act === "relu") for (j = 0; j < cout; j++) out[j] = Math.max(out[j], 0);
+  }
+
+  // The queues when all of the history is silence: each layer's constant input, d times.
+  function silenceQueues(net) {
+    let h = new Float64Array(1);
+    return net.layers.map((L) => {
+      const q = new Float64Array(L.d * L.cin);
+      for (let r = 0; r < L.d; r++) q.set(h, r * L.cin);
+      const xs = new Float64Array(2 * L.cin), out = new Float64Array(L.cout);
+      xs.set(h, 0); xs.set(h, L.cin);
+      dense(L, xs, out);
+      h = Float32Array.from(out); // pianolab computes these in float32
+      return q;
+    });
+  }
+
+  // A stream: its queues, its newest state x and that state's position t.
+  function newStream(net) {
+    return { queues: silenceQueues(net), x: 0, t: -1, xs: new Float64Array(2 * net.cmax),
+             h: [new Float64Array(net.cmax), new Float64Array(net.cmax)] };
+  }
+
+  // The newest state s.x (position s.t) goes in; the logit of position s.t + 1 comes out.
+  function step(net, s) {
+    let h = s.h[0], out = s.h[1];
+    h[0] = s.x;
+    const { xs } = s;
+    for (let l = 0; l < net.layers.length; l++) {
+      const L = net.layers[l], ci = L.cin, q = s.queues[l];
+      const row = (s.t & (L.d - 1)) * ci; // holds x[t - d]; gets x[t]
+      for (let k = 0; k < ci; k++) { xs[k] = q[row + k]; xs[ci + k] = h[k]; q[row + k] = h[k]; }
+      dense(L, xs, out);
+      [h, out] = [out, h];
+    }
+    let z = net.bOut;
+    for (let k = 0; k < net.wOut.length; k++) z += h[k] * net.wOut[k];
+    return z;
+  }
+
+  const sigmoid = (z) => 1 / (1 + Math.exp(Math.min(-z, 80)));
+
+  // Advance stream s by n key states. Step i writes the model's probability of position s.t + 1 to
+  // probs[i] and that position's state to states[i]: forced[i] when forced is given (teacher
+  // forcing), else drawn with the uniform u[i] after temperature and the edge thresholds.
+  function run(net, s, n, { forced = null, u = null, temperature = 1, edgeAversion = true, probs = null, states = null } = {}) {
+    const K = net.nKeys, thr = edgeAversion ? net.thresholds : new Float64Array(0);
+    const invTemp = Math.fround(1 / temperature);
+    states = states || new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const z = step(net, s);
+      const p = Math.fround(sigmoid(z));
+      if (probs) probs[i] = p;
+      let x;
+      if (forced) x = forced[i];
+      else {
+        let q = invTemp !== 1 ? Math.fround(sigmoid(Math.fround(z * invTemp))) : p;
+        const key = (s.t + 1) % K, dist = Math.min(key, K - 1 - key);
+        if (dist < thr.length && q < thr[dist]) q = 0; // edge aversion: PianoNet's rule
+        x = u[i] < q ? 1 : 0;
+      }
+      s.x = x; s.t += 1; states[i] = x;
+    }
+    return states;
+  }
+
+  // A seed roll (array of rows of 0/1, or null: silence) -> flat history, zero-padded on the left to
+  // whole time steps and at least the receptive field (pianolab.generate.seed_history).
+  function seedHistory(net, roll) {
+    const K = net.nKeys, T = roll ? roll.length : 0;
+    const pad = Math.max(0, Math.ceil(net.receptiveField / K) - T);
+    const hist = new Uint8Array((pad + T) * K);
+    for (let r = 0; r < T; r++) hist.set(roll[r], (pad + r) * K);
+    return hist;
+  }
+
+  // A stream ready to draw the state after hist: silence's queues, then forced steps from the first
+  // sounding state among the last RF (FastSampler._start).
+  function start(net, hist) {
+    const s = newStream(net), n = hist.length, first = Math.max(0, n - net.receptiveField);
+    let f = first;
+    while (f < n && !hist[f]) f++;
+    s.t = (f < n ? f : n) - 1;
+    if (f < n) run(net, s, n - f, { forced: hist.subarray(f) });
+    return s;
+  }
+
+  // A seedable uniform generator for the page (sfc32, seeded through splitmix32): the same random
+  // seed gives the same performance. (pianolab's numpy generator is not reproduced; the tests feed
+  // this sampler numpy's uniforms instead.)
+  function rng(seed) {
+    let m = seed >>> 0;
+    const split = () => { m = (m + 0x9e3779b9) >>> 0; let z = m; z = Math.imul(z ^ (z >>> 16), 0x85ebca6b); z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35); return (z ^ (z >>> 16)) >>> 0; };
+    let a = split(), b = split(), c = split(), d = split();
+    return () => {
+      const t = (((a + b) >>> 0) + d) >>> 0;
+      d = (d + 1) >>> 0; a = b ^ (b >>> 9); b = (c + (c << 3)) >>> 0; c = ((c << 21) | (c >>> 11)) >>> 0; c = (c + t) >>> 0;
+      return t / 4294967296;
+    };
+  }
+
+  // Seed notes [[midi pitch, first step, end step], ...] -> a roll in the net's key window (notes
+  // outside it folded by whole octaves into it, as pianolab.encoding does by default).
+  function notesToRoll(net, notes, nSteps) {
+    const { lowest, n_keys: K } = net.encoding, hi = lowest + K - 1;
+    const roll = Array.from({ length: nSteps }, () => new Uint8Array(K));
+    for (const [pitch0, a, e] of notes) {
+      let pitch = pitch0;
+      if (pitch < lowest) pitch = lowest + (((pitch - lowest) % 12) + 12) % 12;
+      else if (pitch > hi) pitch = hi - (((hi - pitch) % 12) + 12) % 12;
+      if (pitch < lowest || pitch > hi) continue;
+      for (let t = a; t < Math.min(e, nSteps); t++) roll[t][pitch - lowest] = 1;
+    }
+    return roll;
+  }
+
+  return { loadNet, fetchNet, silenceQueues, newStream, step, run, seedHistory, start, rng, notesToRoll };
+})();
+
+// As a Web Worker: {cmd: "generate", base, model, seed: {notes, steps} | null, steps, temperature,
+// edgeAversion, randomSeed} -> {type: "states", from, states, rate} messages, then {type: "done"}.
+if (typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScope) {
+  const nets = {};
+  let job = 0;
+  self.onmessage = async ({ data: msg }) => {
+    if (msg.cmd === "stop") { job++; return; }
+    if (msg.cmd !== "generate") return;
+    const mine = ++job;
+    try {
+      const S = PianolabSampler;
+      const net = nets[msg.model] || (nets[msg.model] = await S.fetchNet(msg.base, msg.model));
+      const seedRoll = msg.seed ? S.notesToRoll(net, msg.seed.notes, msg.seed.steps) : null;
+      const s = S.start(net, S.seedHistory(net, seedRoll));
+      const draw = S.rng(msg.randomSeed), K = net.nKeys, total = msg.steps * K, chunk = 4 * K;
+      const t0 = performance.now();
+      const seed = new Uint8Array((seedRoll || []).length * K);
+      (seedRoll || []).forEach((row, t) => seed.set(row, t * K));
+      self.postMessage({ type: "start", encoding: net.encoding, seed });
+      for (let from = 0; from < total && mine === job; from += chunk) {
+        const n = Math.min(chunk, total - from), u = new Float64Array(n);
+        for (let i = 0; i < n; i++) u[i] = draw();
+        const states = S.run(net, s, n, { u, temperature: msg.temperature, edgeAversion: msg.edgeAversion });
+        const rate = (from + n) / ((performance.now() - t0) / 1000);
+        self.postMessage({ type: "states", from, states, rate }, [states.buffer]);
+        await new Promise((r) => setTimeout(r, 0)); // let a "stop" message in
+      }
+      if (mine === job) self.postMessage({ type: "done", seconds: (performance.now() - t0) / 1000 });
+    } catch (err) {
+      self.postMessage({ type: "error", message: String(err && err.message || err) });
+    }
+  };
+}
