@@ -157,11 +157,11 @@ def test_two_pages_saved_as_screenshots(server, browser):
 
 
 # ---------------------------------------------------------------- the in-page generator (issue 23)
-# These tests need no built book: the page's JavaScript (book/_static/pianolab) and the weights,
+# These tests need no built book: the page's JavaScript (book/_static/web) and the weights,
 # exported now as the book build exports them (book/_ext/pianolab_web.py), are served from a
 # temporary folder with a small test page.
 
-STATIC = ROOT / "book" / "_static" / "pianolab"
+STATIC = ROOT / "book" / "_static" / "web"
 WEB_MODELS = ("deep", "shallow", "pianonet_micro_1", "pianonet_r5p3")
 EXACT_SECONDS = 10.0  # of music compared state for state with pianolab's FastSampler
 PROB_TOL = 1e-5
@@ -170,8 +170,8 @@ TEST_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon"
 <div class="pianolab-generator" data-seeds='{"chords": {"steps": 96, "notes": [[60, 0, 20], [64, 0, 20],
  [67, 0, 20], [65, 24, 44], [69, 24, 44], [72, 24, 44], [67, 48, 68], [71, 48, 68], [74, 48, 68],
  [60, 72, 92], [64, 72, 92], [67, 72, 92]]}}'></div>
-<script src="pianolab/sampler.js"></script><script src="pianolab/synth.js"></script>
-<script src="pianolab/roll.js"></script><script src="pianolab/generator.js"></script></body></html>"""
+<script src="web/sampler.js"></script><script src="web/synth.js"></script>
+<script src="web/roll.js"></script><script src="web/generator.js"></script></body></html>"""
 
 
 def _web():
@@ -185,8 +185,8 @@ def _web():
 def page(browser):
     """URL of the test page, served with the page's scripts and freshly exported weights."""
     site = Path(tempfile.mkdtemp(prefix="pianolab-page-"))
-    shutil.copytree(STATIC, site / "pianolab")
-    _web().export_all(site / "pianolab" / "weights", WEB_MODELS)
+    shutil.copytree(STATIC, site / "web")
+    _web().export_all(site / "web" / "weights", WEB_MODELS)
     (site / "test.html").write_text(TEST_PAGE)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a, **k: None
@@ -210,7 +210,7 @@ def _chord_seed(encoding):
 RUN_SAMPLER = """
 const [name, seed, u, forced, done] = arguments;
 const S = PianolabSampler;
-S.fetchNet(new URL('pianolab/weights/', location.href), name).then(net => {
+S.fetchNet(new URL('web/weights/', location.href), name).then(net => {
   const s = S.start(net, S.seedHistory(net, seed));
   const probs = new Float64Array(u.length), t0 = performance.now();
   const states = S.run(net, s, u.length, {u: Float64Array.from(u), probs,

@@ -2,14 +2,14 @@
 
 For each shipped model offered in the page (:data:`MODELS`), :func:`export` writes ``NAME.bin``,
 every weight as little-endian float32, and ``NAME.json``, what the page needs to run pianolab's
-Fast-WaveNet sampler on them (``book/_static/pianolab/sampler.js``): per dilated layer the kernel
+Fast-WaveNet sampler on them (``book/_static/web/sampler.js``): per dilated layer the kernel
 shape ``[2, c_in, c_out]`` (Keras' layout: tap 0 multiplies the older input ``x[t - d]``), the
 dilation, the activation and the byte offsets of kernel and bias in the ``.bin``; the 1x1 output
 layer; the encoding; the receptive field; and the edge-aversion thresholds exactly as
 ``pianolab.generate`` uses them (float32, cut to half the key window). The weights are read with
 ``pianolab.generate.read_layers``, the reader of ``FastSampler``, so the page and pianolab run the
 same numbers. ``pianolab_book.py`` calls :func:`export_all` into the built site's
-``_static/pianolab/weights``; the browser tests call it into a folder of their own.
+``_static/web/weights``; the browser tests call it into a folder of their own.
 """
 
 import json

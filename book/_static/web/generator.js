@@ -5,7 +5,7 @@
 // the same URL generates the same performance again.
 //
 // Markup: <div class="pianolab-generator" data-seeds='{"label": {"steps": T, "notes": [[midi pitch,
-// first step, end step], ...]}}'></div>; weights come from _static/pianolab/weights/ (written at
+// first step, end step], ...]}}'></div>; weights come from _static/web/weights/ (written at
 // book build time by book/_ext/pianolab_web.py), only the chosen model's.
 "use strict";
 
