@@ -170,8 +170,20 @@ TEST_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon"
 <div class="pianolab-generator" data-seeds='{"chords": {"steps": 96, "notes": [[60, 0, 20], [64, 0, 20],
  [67, 0, 20], [65, 24, 44], [69, 24, 44], [72, 24, 44], [67, 48, 68], [71, 48, 68], [74, 48, 68],
  [60, 72, 92], [64, 72, 92], [67, 72, 92]]}}'></div>
+PLAYERS
 <script src="web/sampler.js"></script><script src="web/synth.js"></script>
 <script src="web/roll.js"></script><script src="web/generator.js"></script></body></html>"""
+
+
+def _players_html():
+    """A player of a seed + continuation (the first 24 steps seed) and a grid of two, as pianolab writes them."""
+    import numpy as np
+
+    from pianolab import audio
+    roll = np.zeros((96, 72), np.uint8)
+    roll[0:20, 29] = roll[24:60, 33] = roll[30:90, 36] = 1
+    grid = audio.player_grid({"a": roll, "b": roll[::-1], "a waveform": np.zeros(8000, np.float32)}, max_seconds=1.5)
+    return audio.player(roll, seed_steps=24)._repr_html_() + grid.data
 
 
 def _web():
@@ -187,7 +199,7 @@ def page(browser):
     site = Path(tempfile.mkdtemp(prefix="pianolab-page-"))
     shutil.copytree(STATIC, site / "web")
     _web().export_all(site / "web" / "weights", WEB_MODELS)
-    (site / "test.html").write_text(TEST_PAGE)
+    (site / "test.html").write_text(TEST_PAGE.replace("PLAYERS", _players_html()))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a, **k: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -334,3 +346,31 @@ def test_generator_saves_the_roll_it_drew_and_repeats_from_the_url(page, browser
     back = midi_to_roll(load_midi(path), encoding_of("pianonet_micro_1"))
     assert np.array_equal(back, rows)
     assert "key states/s" in runs[0]["status"]
+
+
+PLAY = """
+const done = arguments[0];
+const divs = [...document.querySelectorAll('div.pianolab-roll')];
+const audio = divs[0].parentElement.querySelector('audio'), roll = divs[0].roll;
+const canvas = divs[0].querySelector('canvas'), box = canvas.getBoundingClientRect();
+audio.muted = true;
+audio.play().then(() => setTimeout(() => {
+  audio.pause();
+  const played = roll.cursor;
+  canvas.dispatchEvent(new MouseEvent('click', {clientX: box.left + box.width / 2, clientY: box.top + 5}));
+  done({rolls: divs.map(d => d.roll ? d.roll.allNotes().length : -1), seed: roll.seedSteps, played,
+        seeked: audio.currentTime, width: roll.width() / roll.encoding.steps_per_second});
+}, 600)).catch(e => done({error: String(e)}));
+"""
+
+
+def test_players_show_their_roll_and_its_cursor_follows_the_sound(page, browser):
+    """Under every player of a roll (pianolab.audio.player, player_grid), its roll: the notes it plays, the
+    seed's steps marked; the cursor moves while the audio plays and a click on the roll seeks there."""
+    assert _open(browser, page) == []
+    got = browser.execute_async_script(PLAY)
+    assert "error" not in got, got
+    assert got["rolls"] == [3, 3, 2], got  # 3 notes; the grid cuts at 1.5 s (one note of "b" is later); no roll for a waveform
+    assert got["seed"] == 24
+    assert 0.2 < got["played"] < 1.5, f"the cursor did not follow the sound: {got}"
+    assert abs(got["seeked"] - got["width"] / 2) < 0.05, got

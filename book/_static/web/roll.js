@@ -1,10 +1,10 @@
 // A piano roll on a canvas with a cursor that follows the sound and can be clicked to seek.
 //
 // new PianolabRoll(canvas, {lowest, n_keys, steps_per_second}) draws rows of 0/1 (addSteps, as a
-// generator delivers them, or setNotes for [key, first step, end step] triples); setCursor(seconds)
+// generator delivers them: runs of 1s become notes [key, first step, end step]); setCursor(seconds)
 // moves the cursor; onseek(seconds) is called when the reader clicks. Steps before seedSteps are
-// drawn in the seed colour. Every <div class="pianolab-roll" data-roll="{...}"> of the page (what
-// pianolab.audio's players write under an <audio> element) gets one, tied to its audio element.
+// drawn in the seed colour. Every <div class="pianolab-roll"> of the page (what pianolab.audio's
+// players write under an <audio> element) gets one, tied to its audio element.
 "use strict";
 
 class PianolabRoll {
@@ -26,12 +26,6 @@ class PianolabRoll {
   }
 
   width() { return Math.max(this.totalSteps, this.steps, 1); }
-
-  setNotes(notes, steps) {
-    this.notes = notes.slice();
-    this.steps = steps;
-    this.draw();
-  }
 
   addSteps(rows) { // rows: arrays of 0/1, one per time step, in order
     for (const row of rows) {
@@ -86,18 +80,25 @@ class PianolabRoll {
     roll.onseek = (seconds) => { audio.currentTime = seconds; roll.setCursor(seconds); };
   }
 
-  // Every <div class="pianolab-roll" data-roll='{"encoding": {...}, "steps": T, "seed_steps": S,
-  // "notes": [[key, first, end], ...]}'> of the page, tied to the <audio> in the same parent.
+  // Every <div class="pianolab-roll" data-lowest data-keys data-steps data-fs data-seed data-bits> of
+  // the page (pianolab.audio's players write one under each clip given as a roll: data-bits is the
+  // roll, numpy.packbits of its rows in order, base64), tied to the <audio> in the same parent.
   static attachAll(root = document) {
     for (const div of root.querySelectorAll("div.pianolab-roll:not([data-ready])")) {
       div.dataset.ready = "1";
-      const spec = JSON.parse(div.dataset.roll);
+      const d = div.dataset, K = +d.keys, T = +d.steps, bytes = atob(d.bits), rows = [];
+      for (let t = 0; t < T; t++) {
+        const row = new Uint8Array(K);
+        for (let k = 0, i = t * K; k < K; k++, i++) row[k] = (bytes.charCodeAt(i >> 3) >> (7 - (i & 7))) & 1;
+        rows.push(row);
+      }
       const canvas = document.createElement("canvas");
       canvas.style.cssText = "width:100%;height:90px;display:block;cursor:pointer;border:1px solid #ddd";
       canvas.title = "piano roll: click to play from there";
       div.appendChild(canvas);
-      const roll = new PianolabRoll(canvas, spec.encoding, { seedSteps: spec.seed_steps || 0, totalSteps: spec.steps });
-      roll.setNotes(spec.notes, spec.steps);
+      const roll = new PianolabRoll(canvas, { lowest: +d.lowest, n_keys: K, steps_per_second: +d.fs },
+        { seedSteps: +d.seed || 0, totalSteps: T });
+      roll.addSteps(rows);
       const audio = div.parentElement.querySelector("audio");
       if (audio) PianolabRoll.follow(audio, roll);
       div.roll = roll;
