@@ -220,9 +220,10 @@ def _chord_seed(encoding):
 
 
 RUN_SAMPLER = """
-const [name, seed, u, forced, done] = arguments;
+const [name, seed, u, forced, simd, done] = arguments;
 const S = PianolabSampler;
-S.fetchNet(new URL('web/weights/', location.href), name).then(net => {
+S.fetchNet(new URL('web/weights/', location.href), name, {simd}).then(net => {
+  if (simd && !net.simd) throw new Error('this browser has no WebAssembly SIMD');
   const s = S.start(net, S.seedHistory(net, seed));
   const probs = new Float64Array(u.length), t0 = performance.now();
   const states = S.run(net, s, u.length, {u: Float64Array.from(u), probs,
@@ -232,10 +233,11 @@ S.fetchNet(new URL('web/weights/', location.href), name).then(net => {
 """
 
 
-@pytest.mark.parametrize("name", WEB_MODELS)
-def test_page_sampler_plays_pianolabs_key_states(page, browser, name):
+@pytest.mark.parametrize("name, simd", [(m, True) for m in WEB_MODELS] + [("pianonet_micro_1", False)])
+def test_page_sampler_plays_pianolabs_key_states(page, browser, name, simd):
     """Fed the uniforms pianolab's FastSampler draws (numpy's default_rng([3, 0])), the page's
-    sampler plays the same key states for 10 s of music after the same seed, with probabilities
+    sampler (its WebAssembly SIMD layers, and for one model its plain JavaScript loop, the one
+    browsers without SIMD run) plays the same key states for 10 s of music after the same seed, with probabilities
     within 1e-5 of pianolab's given the same history. Where a uniform lies within 1e-5 of the
     probability it is compared with, the two may rightly differ: the test says so, compares the
     states up to there and the probabilities over pianolab's whole history (teacher forcing)."""
@@ -253,7 +255,7 @@ def test_page_sampler_plays_pianolabs_key_states(page, browser, name):
     want, p_want = rolls[0].reshape(-1), probs[0].reshape(-1)
     u = np.random.default_rng([3, 0]).random(want.size)
     _open(browser, page)
-    got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), None)
+    got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), None, simd)
     assert "error" not in got, got
     states = np.frombuffer(got["states"].encode(), np.uint8) - ord("0")
     q = np.array([_controls(p, i % K, 1.0, _edge_thresholds(True, K), K) for i, p in enumerate(p_want)])
@@ -266,11 +268,11 @@ def test_page_sampler_plays_pianolabs_key_states(page, browser, name):
             f"pianolab as {want[end]}, with u = {u[end]:.7f} and p = {q[end]:.7f}: not a near tie")
         warnings.warn(f"{name}: uniform {ties[0]} lies within {PROB_TOL} of its probability; the "
                       f"states are compared up to state {end} of {want.size}, then teacher-forced")
-        got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), want.tolist())
+        got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), want.tolist(), simd)
     elif ties.size:
         print(f"{name}: {ties.size} uniform(s) within {PROB_TOL} of their probability; states equal anyway")
     err = np.max(np.abs(np.array(got["probs"]) - p_want))
-    print(f"{name}: {want.size} key states ({int(want.sum())} down), {end} equal; largest probability "
+    print(f"{name} ({'WebAssembly SIMD' if simd else 'plain JS'}): {want.size} key states ({int(want.sum())} down), {end} equal; largest probability "
           f"difference {err:.2e}; page sampler {want.size / got['ms'] * 1000:,.0f} key states/s")
     assert err <= PROB_TOL, f"{name}: probabilities differ from pianolab's by up to {err:.3g}"
     assert want.sum() > 0, f"{name}: 10 s of silence prove little; pick another seed"

@@ -15,7 +15,7 @@ const PianolabSampler = (() => {
   const ACTIVATIONS = ["elu", "relu", "linear"]; // pianolab._kernel.ACTIVATIONS
 
   // NAME.json + the ArrayBuffer of NAME.bin -> a net: per layer W [c_out][older c_in | newer c_in].
-  function loadNet(desc, buffer) {
+  function loadNet(desc, buffer, { simd = true } = {}) {
     const f32 = (offset, n) => new Float32Array(buffer, offset, n);
     const layers = desc.layers.map((L) => {
       const [, cin, cout] = L.kernel_shape;
@@ -28,19 +28,21 @@ const PianolabSampler = (() => {
       return { cin, cout, d: L.dilation, act: L.activation, W, b: Float64Array.from(f32(L.bias_offset, cout)) };
     });
     const cmax = Math.max(...layers.map((L) => Math.max(L.cin, L.cout)));
-    return {
+    const net = {
       name: desc.name, layers, cmax, encoding: desc.encoding, nKeys: desc.encoding.n_keys,
       receptiveField: desc.receptive_field, thresholds: Float64Array.from(desc.edge_thresholds, Math.fround),
       wOut: Float64Array.from(f32(desc.output.weights_offset, desc.output.size)),
       bOut: Math.fround(f32(desc.output.bias_offset, 1)[0]),
     };
+    net.simd = simd ? simdNet(net) : null;
+    return net;
   }
 
-  async function fetchNet(baseUrl, name) {
+  async function fetchNet(baseUrl, name, options) {
     const url = new URL(`${name}.json`, baseUrl), desc = await (await fetch(url)).json();
     const bin = await (await fetch(new URL(desc.bin, url))).arrayBuffer();
     if (bin.byteLength !== desc.bytes) throw new Error(`${desc.bin}: ${bin.byteLength} bytes, expected ${desc.bytes}`);
-    return loadNet(desc, bin);
+    return loadNet(desc, bin, options);
   }
 
   // One layer step for one stream: xs = [older | newer] (2 c_in), out = act(W xs + b).
@@ -66,6 +68,78 @@ const PianolabSampler = (() => {
     else if (L.act === "relu") for (j = 0; j < cout; j++) out[j] = Math.max(out[j], 0);
   }
 
+  // Optional speed-up: the dense step above as a WebAssembly SIMD function, assembled here, byte by
+  // byte (no toolchain, no binary file): four rows of W at a time, four floats of each row per
+  // instruction, float32 sums (as pianolab's kernel). Where the browser lacks WebAssembly SIMD the
+  // plain loop above runs. dense4(W, xs, b, out, rows, k2): addresses in bytes, rows and k2
+  // multiples of 4, W rows of k2 floats; out[j] = b[j] + sum_k W[j, k] xs[k].
+  function simdModule() {
+    const leb = (n) => { const out = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; out.push(b); } while (n); return out; };
+    const sleb = (n) => { const out = []; for (;;) { const b = n & 0x7f; n >>= 7; if ((n === 0 && !(b & 0x40)) || (n === -1 && (b & 0x40))) { out.push(b); return out; } out.push(b | 0x80); } };
+    const section = (id, bytes) => [id, ...leb(bytes.length), ...bytes];
+    const vec = (items) => [...leb(items.length), ...items.flat()];
+    const str = (s) => [...leb(s.length), ...[...s].map((c) => c.charCodeAt(0))];
+    const [W, X, B, OUT, ROWS, K2, J, K, ROWB, R0, A0] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]; // locals; A0..A0+3: v128
+    const get = (i) => [0x20, i], set = (i) => [0x21, i], i32 = (n) => [0x41, ...sleb(n)];
+    const simd = (op, ...imm) => [0xfd, ...leb(op), ...imm];
+    const load = (addr) => [...addr, ...simd(0x00, 4, 0)]; // v128.load align 16
+    const rowAddr = (i) => [...get(R0), ...get(ROWB), ...i32(i), 0x6c, 0x6a]; // r0 + i * rowbytes
+    const body = [
+      ...get(K2), ...i32(4), 0x6c, ...set(ROWB), // rowbytes = k2 * 4
+      ...i32(0), ...set(J),
+      0x03, 0x40, // loop over groups of four rows
+      ...get(W), ...get(J), ...get(ROWB), 0x6c, 0x6a, ...set(R0), // r0 = W + j * rowbytes
+      ...[0, 1, 2, 3].flatMap((i) => [0x43, 0, 0, 0, 0, ...simd(0x13), ...set(A0 + i)]), // a_i = 0
+      ...i32(0), ...set(K),
+      0x03, 0x40, // loop over k, 16 bytes at a time
+      ...[0, 1, 2, 3].flatMap((i) => [...get(A0 + i), ...load([...rowAddr(i), ...get(K), 0x6a]),
+        ...load([...get(X), ...get(K), 0x6a]), ...simd(0xe6), ...simd(0xe4), ...set(A0 + i)]),
+      ...get(K), ...i32(16), 0x6a, 0x22, K, ...get(ROWB), 0x49, 0x0d, 0, // k += 16; again while k < rowbytes
+      0x0b,
+      ...[0, 1, 2, 3].flatMap((i) => [
+        ...get(OUT), ...get(J), ...i32(i), 0x6a, ...i32(2), 0x74, 0x6a, // &out[j + i]
+        ...get(B), ...get(J), ...i32(i), 0x6a, ...i32(2), 0x74, 0x6a, 0x2a, 2, 0, // b[j + i]
+        ...get(A0 + i), ...simd(0x1f, 0), ...get(A0 + i), ...simd(0x1f, 1), 0x92,
+        ...get(A0 + i), ...simd(0x1f, 2), ...get(A0 + i), ...simd(0x1f, 3), 0x92, 0x92, 0x92, // + lane sums
+        0x38, 2, 0]), // f32.store
+      ...get(J), ...i32(4), 0x6a, 0x22, J, ...get(ROWS), 0x49, 0x0d, 0, // j += 4; again while j < rows
+      0x0b, 0x0b];
+    const code = [...leb(2), ...leb(4), 0x7f, ...leb(4), 0x7b, ...body]; // locals: 4 i32, 4 v128
+    const bytes = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+      ...section(1, vec([[0x60, ...vec([0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f].map((t) => [t])), 0x00]])),
+      ...section(2, vec([[...str("env"), ...str("memory"), 0x02, 0x00, 0x01]])),
+      ...section(3, vec([[0x00]])),
+      ...section(7, vec([[...str("dense4"), 0x00, 0x00]])),
+      ...section(10, vec([[...leb(code.length), ...code]]))];
+    return new Uint8Array(bytes);
+  }
+
+  // The nets' weights in one WebAssembly memory, laid out for dense4 (or null: no SIMD here).
+  function simdNet(net) {
+    const wasm = simdModule();
+    if (typeof WebAssembly === "undefined" || !WebAssembly.validate(wasm)) return null;
+    const up4 = (n) => (n + 3) & ~3;
+    let floats = 0;
+    const plan = net.layers.map((L) => {
+      const k2 = up4(2 * L.cin), rows = up4(L.cout), at = { W: floats, b: floats + rows * k2 };
+      floats = at.b + rows;
+      return { k2, rows, ...at };
+    });
+    const xs = floats, out = xs + up4(2 * net.cmax) + 4;
+    floats = out + up4(net.cmax) + 4;
+    const memory = new WebAssembly.Memory({ initial: Math.ceil((floats * 4) / 65536) + 1 });
+    const f = new Float32Array(memory.buffer);
+    net.layers.forEach((L, l) => {
+      const P = plan[l];
+      for (let j = 0; j < L.cout; j++) {
+        for (let i = 0; i < L.cin; i++) { f[P.W + j * P.k2 + i] = L.W[j * 2 * L.cin + i]; f[P.W + j * P.k2 + L.cin + i] = L.W[j * 2 * L.cin + L.cin + i]; }
+        f[P.b + j] = L.b[j];
+      }
+    });
+    const { dense4 } = new WebAssembly.Instance(new WebAssembly.Module(wasm), { env: { memory } }).exports;
+    return { dense4, f, plan, xs, out };
+  }
+
   // The queues when all of the history is silence: each layer's constant input, d times.
   function silenceQueues(net) {
     let h = new Float64Array(1);
@@ -82,12 +156,15 @@ const PianolabSampler = (() => {
 
   // A stream: its queues, its newest state x and that state's position t.
   function newStream(net) {
-    return { queues: silenceQueues(net), x: 0, t: -1, xs: new Float64Array(2 * net.cmax),
-             h: [new Float64Array(net.cmax), new Float64Array(net.cmax)] };
+    const queues = silenceQueues(net);
+    return { queues: net.simd ? queues.map((q) => Float32Array.from(q)) : queues, x: 0, t: -1,
+             xs: new Float64Array(2 * net.cmax), h: [new Float64Array(net.cmax), new Float64Array(net.cmax)],
+             h32: new Float32Array(net.cmax) };
   }
 
   // The newest state s.x (position s.t) goes in; the logit of position s.t + 1 comes out.
   function step(net, s) {
+    if (net.simd) return stepSimd(net, s);
     let h = s.h[0], out = s.h[1];
     h[0] = s.x;
     const { xs } = s;
@@ -97,6 +174,24 @@ const PianolabSampler = (() => {
       for (let k = 0; k < ci; k++) { xs[k] = q[row + k]; xs[ci + k] = h[k]; q[row + k] = h[k]; }
       dense(L, xs, out);
       [h, out] = [out, h];
+    }
+    let z = net.bOut;
+    for (let k = 0; k < net.wOut.length; k++) z += h[k] * net.wOut[k];
+    return z;
+  }
+
+  // step() with each layer's dense part in WebAssembly (float32 activations, as pianolab's kernel).
+  function stepSimd(net, s) {
+    const { dense4, f, plan, xs, out } = net.simd, h = s.h32;
+    h[0] = s.x;
+    for (let l = 0; l < net.layers.length; l++) {
+      const L = net.layers[l], P = plan[l], ci = L.cin, co = L.cout, q = s.queues[l];
+      const row = (s.t & (L.d - 1)) * ci;
+      for (let k = 0; k < ci; k++) { f[xs + k] = q[row + k]; f[xs + ci + k] = h[k]; q[row + k] = h[k]; }
+      dense4(4 * P.W, 4 * xs, 4 * P.b, 4 * out, P.rows, P.k2);
+      if (L.act === "elu") for (let j = 0; j < co; j++) { const v = f[out + j]; h[j] = v > 0 ? v : Math.expm1(Math.max(v, -87)); }
+      else if (L.act === "relu") for (let j = 0; j < co; j++) h[j] = Math.max(f[out + j], 0);
+      else for (let j = 0; j < co; j++) h[j] = f[out + j];
     }
     let z = net.bOut;
     for (let k = 0; k < net.wOut.length; k++) z += h[k] * net.wOut[k];
