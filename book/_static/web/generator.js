@@ -78,7 +78,7 @@ const PianolabGenerator = (() => {
       field("temperature", temperature), field("edge aversion", edge), field("random seed", rs)),
     el("div", { style: "margin-top:6px" }, go, play, save, status), canvas);
 
-    let worker = null, roll = null, rows = [], enc = null, sound = null, seedRows = 0;
+    let worker = null, roll = null, rows = [], enc = null, sound = null, seedRows = 0, engine = "";
     const settings = () => ({ model: model.value, seed: seed.value, seconds: Math.min(60, Math.max(1, Math.round(+seconds.value || 10))),
       temperature: +temperature.value || 1, edge: edge.checked ? 1 : 0, rs: Math.max(0, Math.trunc(+rs.value || 0)) });
     const stop = () => { if (sound) { sound.source.stop(); sound.ctx.close(); sound = null; play.textContent = "Play"; } };
@@ -97,7 +97,7 @@ const PianolabGenerator = (() => {
       worker.onmessage = ({ data: m }) => {
         if (m.type === "error") { status.textContent = "error: " + m.message; return; }
         if (m.type === "start") {
-          enc = m.encoding;
+          enc = m.encoding; engine = m.simd ? "WebAssembly SIMD" : "JavaScript";
           const K = enc.n_keys, seedRoll = [];
           for (let t = 0; t * K < m.seed.length; t++) seedRoll.push(m.seed.slice(t * K, (t + 1) * K));
           rows = seedRoll.slice(); seedRows = seedRoll.length;
@@ -113,7 +113,7 @@ const PianolabGenerator = (() => {
           partial = joined.slice(whole * K);
           rows.push(...fresh); roll.addSteps(fresh);
           status.textContent = `${(rows.length - seedRows)} / ${steps} time steps, ${Math.round(m.rate).toLocaleString("en")} key states/s` +
-            ` (${(m.rate / (enc.n_keys * enc.steps_per_second)).toFixed(2)} x real time)`;
+            ` (${(m.rate / (enc.n_keys * enc.steps_per_second)).toFixed(2)} x real time, ${engine})`;
         } else if (m.type === "done") {
           status.textContent += `; done in ${m.seconds.toFixed(1)} s`;
           play.disabled = save.disabled = false;

@@ -295,7 +295,7 @@ if (typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScop
       const t0 = performance.now();
       const seed = new Uint8Array((seedRoll || []).length * K);
       (seedRoll || []).forEach((row, t) => seed.set(row, t * K));
-      self.postMessage({ type: "start", encoding: net.encoding, seed });
+      self.postMessage({ type: "start", encoding: net.encoding, seed, simd: !!net.simd });
       for (let from = 0; from < total && mine === job; from += chunk) {
         const n = Math.min(chunk, total - from), u = new Float64Array(n);
         for (let i = 0; i < n; i++) u[i] = draw();
