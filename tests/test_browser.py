@@ -376,3 +376,32 @@ def test_players_show_their_roll_and_its_cursor_follows_the_sound(page, browser)
     assert got["seed"] == 24
     assert 0.2 < got["played"] < 1.5, f"the cursor did not follow the sound: {got}"
     assert abs(got["seeked"] - got["width"] / 2) < 0.05, got
+
+
+BUILT_PAGE = """
+const done = arguments[0];
+const ready = () => [...document.querySelectorAll('div.pianolab-generator')].every(g => g.generator);
+const poll = (n) => (ready() || n > 100) ? done({
+  rolls: [...document.querySelectorAll('div.pianolab-roll')].map(d => d.roll ? d.roll.allNotes().length : -1),
+  generators: [...document.querySelectorAll('div.pianolab-generator')].map(g =>
+    [...g.querySelectorAll('select')].map(s => [...s.options].map(o => o.value)))}) : setTimeout(() => poll(n + 1), 50);
+poll(0);
+"""
+
+
+def test_built_pages_draw_every_roll_and_offer_the_generator(server, browser):
+    """In the built book, roll.js drew the roll under every player of a roll (with its notes), and the
+    intro and chapter 5 offer the generator: the four shipped models, silence and held-out passages."""
+    found = {"rolls": 0, "generators": 0}
+    for page in _toc_pages():
+        path = HTML / f"{page}.html"
+        if not path.exists() or not re.search(r"pianolab-(roll|generator)", path.read_text()):
+            continue
+        assert _open(browser, f"{server}/{page}.html") == []
+        got = browser.execute_async_script(BUILT_PAGE)
+        assert all(n > 0 for n in got["rolls"]), f"{page}.html: a roll that was not drawn, or is empty: {got['rolls']}"
+        for models, seeds in got["generators"]:
+            assert models == list(WEB_MODELS) and seeds[0] == "silence" and len(seeds) >= 3, (page, models, seeds)
+        found["rolls"] += len(got["rolls"])
+        found["generators"] += len(got["generators"])
+    assert found["rolls"] > 0 and found["generators"] > 0, found
