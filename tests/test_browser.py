@@ -405,3 +405,29 @@ def test_built_pages_draw_every_roll_and_offer_the_generator(server, browser):
         found["rolls"] += len(got["rolls"])
         found["generators"] += len(got["generators"])
     assert found["rolls"] > 0 and found["generators"] > 0, found
+
+
+@pytest.mark.parametrize("name", ["deep", "pianonet_r5p3"])
+def test_weights_for_the_page_are_the_samplers(name, tmp_path):
+    """NAME.bin read back at NAME.json's offsets holds exactly the weights FastSampler runs (read_layers),
+    and the JSON the encoding, receptive field and edge thresholds pianolab.generate uses (no browser)."""
+    import numpy as np
+
+    from pianolab.generate import _edge_thresholds, read_layers
+    from pianolab.runs import encoding_of, load_model
+
+    desc = _web().export(name, tmp_path)
+    data = np.fromfile(tmp_path / desc["bin"], "<f4")
+    assert data.size * 4 == desc["bytes"] == (tmp_path / desc["bin"]).stat().st_size
+    layers, w_out, b_out = read_layers(load_model(name))
+    at = lambda offset, shape: data[offset // 4: offset // 4 + int(np.prod(shape))].reshape(shape)  # noqa: E731
+    assert len(desc["layers"]) == len(layers)
+    for lay, d in zip(layers, desc["layers"]):
+        assert (d["dilation"], d["activation"], d["kernel_shape"]) == (lay.dilation, lay.activation, list(lay.kernel.shape))
+        assert np.array_equal(at(d["kernel_offset"], lay.kernel.shape), lay.kernel)
+        assert np.array_equal(at(d["bias_offset"], lay.bias.shape), lay.bias)
+    assert np.array_equal(at(desc["output"]["weights_offset"], w_out.shape), w_out)
+    assert at(desc["output"]["bias_offset"], (1,))[0] == np.float32(b_out)
+    enc = encoding_of(name)
+    assert desc["encoding"] == enc.to_dict() and desc["receptive_field"] == 1 + sum(lay.dilation for lay in layers)
+    assert np.array_equal(np.float32(desc["edge_thresholds"]), _edge_thresholds(True, enc.n_keys))

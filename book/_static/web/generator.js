@@ -80,7 +80,7 @@ const PianolabGenerator = (() => {
 
     let worker = null, roll = null, rows = [], enc = null, sound = null, seedRows = 0, engine = "";
     const settings = () => ({ model: model.value, seed: seed.value, seconds: Math.min(60, Math.max(1, Math.round(+seconds.value || 10))),
-      temperature: +temperature.value || 1, edge: edge.checked ? 1 : 0, rs: Math.max(0, Math.trunc(+rs.value || 0)) });
+      temperature: Math.min(5, Math.max(0.05, +temperature.value || 1)), edge: edge.checked ? 1 : 0, rs: Math.max(0, Math.trunc(+rs.value || 0)) });
     const stop = () => { if (sound) { sound.source.stop(); sound.ctx.close(); sound = null; play.textContent = "Play"; } };
     const performance_ = () => rows.slice(seedRows); // the generated steps only
 
