@@ -73,7 +73,11 @@ const PianolabSampler = (() => {
   // byte (no toolchain, no binary file): four rows of W at a time, four floats of each row per
   // instruction, float32 sums (as pianolab's kernel). Where the browser lacks WebAssembly SIMD the
   // plain loop above runs. dense4(W, xs, b, out, rows, k2): addresses in bytes, rows and k2
-  // multiples of 4, W rows of k2 floats; out[j] = b[j] + sum_k W[j, k] xs[k].
+  // multiples of 4, W rows of k2 floats; out[j] = b[j] + sum_k W[j, k] xs[k]. Opcodes used:
+  // 0x20/0x21/0x22 local.get/set/tee, 0x41 i32.const, 0x43 f32.const, 0x6a i32.add, 0x6c i32.mul,
+  // 0x74 i32.shl, 0x49 i32.lt_u, 0x03 loop, 0x0d br_if, 0x0b end, 0x2a f32.load, 0x38 f32.store,
+  // 0x92 f32.add; after the SIMD prefix 0xfd: 0x00 v128.load, 0x13 f32x4.splat,
+  // 0x1f f32x4.extract_lane, 0xe4 f32x4.add, 0xe6 f32x4.mul.
   function simdModule() {
     const leb = (n) => { const out = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; out.push(b); } while (n); return out; };
     const sleb = (n) => { const out = []; for (;;) { const b = n & 0x7f; n >>= 7; if ((n === 0 && !(b & 0x40)) || (n === -1 && (b & 0x40))) { out.push(b); return out; } out.push(b | 0x80); } };
