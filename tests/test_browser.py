@@ -312,10 +312,10 @@ const wait = () => {
   if (!div.generator) return setTimeout(wait, 50);
   const before = div.dataset.done;
   div.querySelector('button').click();  // Generate
-  const poll = () => div.dataset.done !== before ? done({
+  const poll = () => div.dataset.done !== before ? setTimeout(() => done({
       rows: div.generator.performance().map(r => Array.from(r)),
       midi: btoa(String.fromCharCode(...div.generator.midi())),
-      status: div.textContent, hash: location.hash}) : setTimeout(poll, 50);
+      status: div.textContent, hash: location.hash, cursor: div.generator.cursor()}), 500) : setTimeout(poll, 50);
   poll();
 };
 wait();
@@ -324,8 +324,9 @@ wait();
 
 def test_generator_saves_the_roll_it_drew_and_repeats_from_the_url(page, browser, tmp_path):
     """The generator of the page, run from its URL's settings (a seed passage, 3 s, temperature 1.1):
-    the .mid it saves reads back with pianolab.encoding.load_midi as the roll it drew; the same URL
-    gives the same performance again; no console error."""
+    it plays what it drew (the cursor moves); the .mid it saves reads back with
+    pianolab.encoding.load_midi as the roll it drew; the same URL gives the same performance again;
+    no console error."""
     import base64
 
     import numpy as np
@@ -348,6 +349,7 @@ def test_generator_saves_the_roll_it_drew_and_repeats_from_the_url(page, browser
     back = midi_to_roll(load_midi(path), encoding_of("pianonet_micro_1"))
     assert np.array_equal(back, rows)
     assert "key states/s" in runs[0]["status"]
+    assert all(run["cursor"] and run["cursor"] > 0.1 for run in runs), "the performance did not play"
 
 
 PLAY = """

@@ -1,6 +1,7 @@
 // The in-page generator: pick a shipped model, a seed, seconds, temperature, edge aversion and a
 // random seed; Generate runs the Fast-WaveNet sampler (sampler.js) in a Web Worker, draws the roll
-// as the key states arrive (roll.js), then plays it with the page's piano (synth.js); Save .mid
+// as the key states arrive (roll.js), then plays it with the page's piano (synth.js) and the roll's
+// cursor (Play / Stop, or a click on the roll, to hear it again from there); Save .mid
 // writes the performance as a MIDI file. The settings live in the page's URL (#model=deep&seed=...):
 // the same URL generates the same performance again.
 //
@@ -81,11 +82,14 @@ const PianolabGenerator = (() => {
     let worker = null, roll = null, rows = [], enc = null, sound = null, seedRows = 0, engine = "";
     const settings = () => ({ model: model.value, seed: seed.value, seconds: Math.min(60, Math.max(1, Math.round(+seconds.value || 10))),
       temperature: Math.min(5, Math.max(0.05, +temperature.value || 1)), edge: edge.checked ? 1 : 0, rs: Math.max(0, Math.trunc(+rs.value || 0)) });
-    const stop = () => { if (sound) { sound.source.stop(); sound.ctx.close(); sound = null; play.textContent = "Play"; } };
+    let audioCtx = null; // made on a click, so that it may play when the performance is ready
+    const context = () => audioCtx || (audioCtx = new AudioContext());
+    const stop = () => { if (sound) { sound.source.stop(); sound = null; play.textContent = "Play"; } };
     const performance_ = () => rows.slice(seedRows); // the generated steps only
 
     go.onclick = () => {
       stop();
+      context();
       const cfg = settings();
       history.replaceState(null, "", "#" + new URLSearchParams(cfg).toString());
       if (worker) worker.terminate();
@@ -118,6 +122,7 @@ const PianolabGenerator = (() => {
           status.textContent += `; done in ${m.seconds.toFixed(1)} s`;
           play.disabled = save.disabled = false;
           div.dataset.done = String(Date.now());
+          startPlay(0); // then it plays, with the cursor
         }
       };
       worker.postMessage({ cmd: "generate", base: new URL("weights/", BASE).href, model: cfg.model, seed: seedSpec,
@@ -127,7 +132,7 @@ const PianolabGenerator = (() => {
     function startPlay(offset = 0) {
       stop();
       const wave = PianolabSynth.render(rows, enc);
-      sound = PianolabSynth.play(wave, PianolabSynth.SAMPLE_RATE, Math.min(offset, wave.length / PianolabSynth.SAMPLE_RATE));
+      sound = PianolabSynth.play(wave, PianolabSynth.SAMPLE_RATE, Math.min(offset, wave.length / PianolabSynth.SAMPLE_RATE), context());
       play.textContent = "Stop";
       const mine = sound;
       const tick = () => {
@@ -144,7 +149,7 @@ const PianolabGenerator = (() => {
       const a = el("a", { href: URL.createObjectURL(blob), download: `pianolab-${location.hash.slice(1).replace(/[^\w.=-]+/g, "_")}.mid` });
       document.body.append(a); a.click(); a.remove();
     };
-    div.generator = { settings, rows: () => rows, performance: performance_, midi: () => midiBytes(performance_(), enc) };
+    div.generator = { settings, rows: () => rows, cursor: () => (roll ? roll.cursor : null), performance: performance_, midi: () => midiBytes(performance_(), enc) };
   }
 
   function buildAll() { for (const div of document.querySelectorAll("div.pianolab-generator:not([data-ready])")) { div.dataset.ready = "1"; build(div); } }

@@ -82,9 +82,11 @@ const PianolabSynth = (() => {
     return wave;
   }
 
-  // Play a waveform; returns {ctx, source, startedAt, offset} so a cursor can follow ctx.currentTime.
-  function play(wave, sr = SAMPLE_RATE, offset = 0) {
-    const ctx = new AudioContext();
+  // Play a waveform from offset seconds on, in ctx (an AudioContext made while the reader clicked:
+  // browsers let such a context sound later); returns {ctx, source, startedAt, offset, duration}
+  // so a cursor can follow ctx.currentTime.
+  function play(wave, sr = SAMPLE_RATE, offset = 0, ctx = new AudioContext()) {
+    if (ctx.state === "suspended") ctx.resume();
     const buffer = ctx.createBuffer(1, wave.length, sr);
     buffer.copyToChannel(wave, 0);
     const source = ctx.createBufferSource();
