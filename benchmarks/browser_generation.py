@@ -10,11 +10,14 @@ download are not), the best of ``REPEATS`` runs (the machine may be shared). The
 page says which engine ran its layers: WebAssembly SIMD, or plain JavaScript where SIMD is missing. Real-time factor = seconds of music per second of wall-clock time. Needs Debian's
 ``chromium`` and ``chromium-driver`` and selenium. Last line:
 ``browser_realtime deep=.. shallow=.. pianonet_micro_1=.. pianonet_r5p3=.. numba_deep=..``
-Goal (issue 23): deep >= 2 in the page.
+Goal (issue 23): deep >= 2 in the page. With ``--record`` the figures, the CPU, the browser and the
+date are also written to ``benchmarks/browser_generation.json`` (chapter 5 reads them from there).
 """
 
+import datetime
 import functools
 import http.server
+import json
 import os
 import shutil
 import sys
@@ -30,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "book" / "_ext"), str(ROOT / "benchmarks")
 import pianolab_web  # noqa: E402
 from generation import cpu  # noqa: E402
 
+RECORD = ROOT / "benchmarks" / "browser_generation.json"
 SECONDS = 10.0
 REPEATS = 2
 WORKER = """
@@ -83,6 +87,8 @@ def numba_realtime(name, seconds):
 
 def main():
     print(f"CPU: {cpu()}; {SECONDS:g} s of music per model, one stream, from silence")
+    record = {"cpu": cpu(), "date": datetime.date.today().isoformat(), "seconds_of_music": SECONDS,
+              "repeats": REPEATS, "states_per_second": {}, "engine": {}}
     site = Path(tempfile.mkdtemp(prefix="pianolab-bench-"))
     shutil.copytree(ROOT / "book" / "_static" / "web", site / "web")
     index = pianolab_web.export_all(site / "web" / "weights")
@@ -90,7 +96,8 @@ def main():
     httpd, driver = serve(site), chromium()
     try:
         driver.get(f"http://127.0.0.1:{httpd.server_address[1]}/bench.html")
-        print(f"Chromium {driver.capabilities.get('browserVersion', '?')}")
+        record["browser"] = f"Chromium {driver.capabilities.get('browserVersion', '?')} (headless)"
+        print(record["browser"])
         realtime = {}
         for entry in index:
             name, fs = entry["name"], entry["encoding"]["steps_per_second"]
@@ -100,6 +107,8 @@ def main():
             best = min(got["seconds"] for got in runs)
             realtime[name] = SECONDS / best
             rate = SECONDS * fs * entry["encoding"]["n_keys"] / best
+            record["states_per_second"][name] = round(rate)
+            record["engine"][name] = "WebAssembly SIMD" if runs[0]["simd"] else "plain JavaScript"
             print(f"page {name:18s} {entry['parameters']:>8,} weights: {rate:8,.0f} key states/s = "
                   f"{realtime[name]:.2f} x real time ({'WebAssembly SIMD' if runs[0]['simd'] else 'plain JS'})")
     finally:
@@ -108,6 +117,11 @@ def main():
         shutil.rmtree(site, ignore_errors=True)
     realtime["numba_deep"] = numba_realtime("deep", SECONDS)
     print(f"numba deep: {realtime['numba_deep']:.2f} x real time")
+    record["realtime"] = {k: round(v, 2) for k, v in realtime.items()}
+    if "--record" in sys.argv:
+        from pianolab._io import write_bytes
+        write_bytes(RECORD, (json.dumps(record, indent=1) + "\n").encode())
+        print(f"written to {RECORD.relative_to(ROOT)}")
     print("browser_realtime " + " ".join(f"{k}={v:.2f}" for k, v in realtime.items()))
 
 
