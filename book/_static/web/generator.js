@@ -95,7 +95,7 @@ const PianolabGenerator = (() => {
       if (worker) worker.terminate();
       worker = new Worker(new URL("sampler.js", BASE));
       const seedSpec = cfg.seed === "silence" ? null : seeds[cfg.seed];
-      const steps = Math.round(cfg.seconds * 48);
+      const steps = Math.round(cfg.seconds * models.find((m) => m.name === cfg.model).encoding.steps_per_second);
       rows = []; play.disabled = save.disabled = true; status.textContent = "loading " + cfg.model + " ...";
       let partial = new Uint8Array(0);
       worker.onmessage = ({ data: m }) => {
