@@ -301,12 +301,18 @@ if (typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScop
       const seed = new Uint8Array((seedRoll || []).length * K);
       (seedRoll || []).forEach((row, t) => seed.set(row, t * K));
       self.postMessage({ type: "start", encoding: net.encoding, seed, simd: !!net.simd });
-      for (let from = 0; from < total && mine === job; from += chunk) {
-        const n = Math.min(chunk, total - from), u = new Float64Array(n);
-        for (let i = 0; i < n; i++) u[i] = draw();
-        const states = S.run(net, s, n, { u, temperature: msg.temperature, edgeAversion: msg.edgeAversion });
-        const rate = (from + n) / ((performance.now() - t0) / 1000);
-        self.postMessage({ type: "states", from, states, rate }, [states.buffer]);
+      for (let from = 0; from < total && mine === job;) {
+        const batch = [], tick = performance.now(); // about 50 ms of work between two messages
+        do {
+          const n = Math.min(chunk, total - from), u = new Float64Array(n);
+          for (let i = 0; i < n; i++) u[i] = draw();
+          batch.push(S.run(net, s, n, { u, temperature: msg.temperature, edgeAversion: msg.edgeAversion }));
+          from += n;
+        } while (from < total && performance.now() - tick < 50);
+        const states = new Uint8Array(batch.reduce((a, b) => a + b.length, 0));
+        batch.reduce((at, b) => (states.set(b, at), at + b.length), 0);
+        const rate = from / ((performance.now() - t0) / 1000);
+        self.postMessage({ type: "states", from: from - states.length, states, rate }, [states.buffer]);
         await new Promise((r) => setTimeout(r, 0)); // let a "stop" message in
       }
       if (mine === job) self.postMessage({ type: "done", seconds: (performance.now() - t0) / 1000 });
