@@ -4,10 +4,9 @@ A piano roll (``uint8 [time steps, keys]``), a ``pretty_midi.PrettyMIDI`` or a `
 a mono waveform: through FluidSynth with the General MIDI SoundFont that ships with pretty_midi
 (``TimGM6mb.sf2``, acoustic grand piano) when pyfluidsynth and the FluidSynth library are installed,
 else through a small numpy piano model (decaying, slightly inharmonic partials with a soft attack
-and release). :func:`backend` says which; ``PIANOLAB_AUDIO=numpy`` forces the fallback.
-:func:`player` and :func:`player_grid` put the sound in the page as base64 WAV data, so it plays in
-the static book with no kernel and no network; :func:`write_wav` writes a 16-bit WAV file. Clips
-are mono at 22,050 Hz and cut to ``max_seconds`` (20 s by default, about 0.9 MB in the page).
+and release). :func:`backend` says which. :func:`player` and :func:`player_grid` put the sound in
+the page as base64 WAV data, the roll under it (``_static/web/roll.js`` of the built book draws it
+with a cursor that follows the sound): no kernel, no network. Clips are mono at 22,050 Hz.
 """
 
 import base64
@@ -81,11 +80,8 @@ def _fluidsynth_works():
 
 
 def backend():
-    """``"fluidsynth"`` when FluidSynth renders the sound, else ``"numpy"`` (chapter 01_encoding).
-
-    FluidSynth needs the ``pyfluidsynth`` package and the FluidSynth library (Debian:
-    ``libfluidsynth3``). Set ``PIANOLAB_AUDIO=numpy`` to use the numpy fallback anyway.
-    """
+    """``"fluidsynth"`` when FluidSynth renders the sound (the ``pyfluidsynth`` package and the FluidSynth library,
+    Debian: ``libfluidsynth3``), else ``"numpy"``; ``PIANOLAB_AUDIO=numpy`` forces the latter (chapter 01_encoding)."""
     if os.environ.get("PIANOLAB_AUDIO", "").strip().lower() == "numpy":
         return "numpy"
     return "fluidsynth" if _fluidsynth_works() else "numpy"
@@ -119,11 +115,8 @@ def _render_fluidsynth(notes, n_samples, sample_rate):
 
 
 def _piano_tone(pitch, n_held, n_total, sample_rate):
-    """One piano-like note: ``n_held`` samples held, then released; ``n_total`` samples in all.
-
-    A sum of slightly inharmonic partials (piano strings are stiff), each decaying exponentially,
-    upper partials and higher notes faster, with a 4 ms attack and a 0.12 s release.
-    """
+    """One note, ``n_held`` samples held of ``n_total``: slightly inharmonic partials (stiff strings), each decaying
+    exponentially, upper ones and higher notes faster, a 4 ms attack, a 0.12 s release (``_static/web/synth.js`` too)."""
     f0 = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
     t = np.arange(n_total, dtype=np.float64) / sample_rate
     inharmonicity, tau = 4e-4 * (f0 / 261.6) ** 0.5, 1.6 * (261.6 / f0) ** 0.55  # tau: the fundamental's decay (s)
@@ -151,10 +144,9 @@ def _render_numpy(notes, n_samples, sample_rate):
 
 def synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=None, backend_name=None):
-    """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform,
-    peak 0.9, every non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at
-    ``max_seconds``) plus ``RELEASE_SECONDS``. ``backend_name``: ``"fluidsynth"`` or ``"numpy"``
-    (default: :func:`backend`) (chapter 09_pianonet_models, where each model has its own encoding)."""
+    """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform, peak 0.9, every
+    non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at ``max_seconds``) plus ``RELEASE_SECONDS``.
+    ``backend_name``: ``"fluidsynth"`` or ``"numpy"`` (default: :func:`backend`) (chapter 09_pianonet_models)."""
     sample_rate = int(sample_rate)
     if sample_rate < 4000:
         raise ValueError(f"sample_rate must be at least 4000 Hz, got {sample_rate}")
@@ -202,13 +194,22 @@ def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_E
     return _io.write_bytes(Path(path), _wav_bytes(_waveform(item, encoding, sample_rate, None), sample_rate))
 
 
+def _roll_html(item, encoding, max_seconds, seed_steps=0):
+    """A roll clip's bits, row after row, for ``_static/web/roll.js`` to draw ("" for other clips)."""
+    roll = np.asarray(item)[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)] if np.ndim(item) == 2 else None
+    return "" if roll is None else (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" data-steps="{len(roll)}" '
+        f'data-fs="{encoding.steps_per_second}" data-seed="{int(seed_steps)}" data-bits="{base64.b64encode(np.packbits(roll != 0)).decode()}"></div>')
+
+
 def player(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
-           max_seconds=DEFAULT_MAX_SECONDS):
-    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to
-    ``max_seconds`` (``None``: all) and normalized; its WAV data is in the page (chapter 01_encoding)."""
+           max_seconds=DEFAULT_MAX_SECONDS, seed_steps=0):
+    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to ``max_seconds`` (``None``:
+    all), normalized, its WAV data in the page; a roll's roll under it, ``seed_steps`` drawn as seed (chapter 01_encoding)."""
     from IPython.display import Audio
     wave = _waveform(midi_or_roll, encoding, sample_rate, max_seconds)
-    return Audio(data=wave, rate=int(sample_rate), normalize=bool(np.any(wave)))  # silence cannot be normalized
+    clip = Audio(data=wave, rate=int(sample_rate), normalize=bool(np.any(wave)))  # silence cannot be normalized
+    clip._repr_html_ = lambda page=clip._repr_html_() + _roll_html(midi_or_roll, encoding, max_seconds, seed_steps): page
+    return clip
 
 
 def _data_uri(wave, sample_rate):
@@ -218,10 +219,9 @@ def _data_uri(wave, sample_rate):
 
 
 def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
-                max_seconds=DEFAULT_MAX_SECONDS, title=None):
-    """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll,
-    ``PrettyMIDI``, ``.mid`` path or 1-D waveform (or is a list of pairs); each clip, cut to
-    ``max_seconds``, is an ``<audio>`` element with a base64 WAV source, so it plays without a kernel."""
+                max_seconds=DEFAULT_MAX_SECONDS, title=None, seed_steps=0):
+    """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll, ``PrettyMIDI``, ``.mid`` path
+    or 1-D waveform (or is a list of pairs); each clip, cut to ``max_seconds``: base64 WAV audio, a roll's roll under it."""
     from IPython.display import HTML
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
     if not pairs or int(columns) < 1:
@@ -235,7 +235,7 @@ def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT
                      f'<figcaption style="font-weight:600;margin-bottom:4px">{html.escape(str(label))}'
                      f' <span style="font-weight:400;color:#666">({seconds:.1f} s)</span></figcaption>'
                      f'<audio controls preload="metadata" style="width:100%" src="{_data_uri(wave, sample_rate)}">'
-                     "your browser cannot play WAV audio</audio></figure>")
+                     "your browser cannot play WAV audio</audio>" + _roll_html(item, encoding, max_seconds, seed_steps) + "</figure>")
     head = f"<p style='font-weight:600'>{html.escape(str(title))}</p>" if title else ""
     return HTML(head + '<div class="pianolab-player-grid" style="display:grid;gap:8px;grid-template-columns:'
                 f'repeat({int(columns)},minmax(0,1fr))">' + "".join(cells) + "</div>")

@@ -194,3 +194,25 @@ def test_without_fluidsynth_the_numpy_fallback_is_used(monkeypatch):
     assert w.size == int(round(4.0 * SR)) and _rms(w) > 0.01
     with pytest.raises(RuntimeError, match="libfluidsynth3"):
         audio.synthesize(_roll(), backend_name="fluidsynth")
+
+
+def test_players_carry_the_roll_they_play():
+    """Under a player of a roll, the roll itself (cut like the sound), for the built book's roll.js; the
+    seed's steps; none under a waveform."""
+    def rolls(text):
+        found = re.findall(r'data-lowest="(\d+)" data-keys="(\d+)" data-steps="(\d+)" data-fs="([\d.]+)" '
+                           r'data-seed="(\d+)" data-bits="([A-Za-z0-9+/=]*)"', text)
+        out = []
+        for lo, k, t, _, seed, b in found:
+            k, t = int(k), int(t)
+            bits = np.unpackbits(np.frombuffer(base64.b64decode(b), np.uint8))[:t * k].reshape(t, k)
+            out.append((int(lo), k, t, int(seed), bits))
+        return out
+
+    roll = _roll(seconds=3.0)
+    ((lo, keys, steps, seed, bits),) = rolls(audio.player(roll, max_seconds=2.0, seed_steps=24)._repr_html_())
+    assert (lo, keys, steps, seed) == (31, 72, 96, 24) and np.array_equal(bits, roll[:96])
+    grid = audio.player_grid({"roll": roll, "wave": np.zeros(SR, np.float32)}, max_seconds=None).data
+    ((lo, keys, steps, seed, bits),) = rolls(grid)  # no roll under the waveform
+    assert (lo, keys, steps, seed) == (31, 72, roll.shape[0], 0) and np.array_equal(bits, roll)
+    assert grid.count("<audio") == 2
