@@ -144,9 +144,10 @@ def _render_numpy(notes, n_samples, sample_rate):
 
 def synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=None, backend_name=None):
-    """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform, peak 0.9, every
-    non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at ``max_seconds``) plus ``RELEASE_SECONDS``.
-    ``backend_name``: ``"fluidsynth"`` or ``"numpy"`` (default: :func:`backend`) (chapter 09_pianonet_models)."""
+    """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform,
+    peak 0.9, every non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at
+    ``max_seconds``) plus ``RELEASE_SECONDS``. ``backend_name``: ``"fluidsynth"`` or ``"numpy"``
+    (default: :func:`backend`) (chapter 09_pianonet_models)."""
     sample_rate = int(sample_rate)
     if sample_rate < 4000:
         raise ValueError(f"sample_rate must be at least 4000 Hz, got {sample_rate}")
@@ -196,19 +197,25 @@ def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_E
 
 def _roll_html(item, encoding, max_seconds, seed_steps=0):
     """A roll clip's bits, row after row, for ``_static/web/roll.js`` to draw ("" for other clips)."""
-    roll = np.asarray(item)[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)] if np.ndim(item) == 2 else None
-    return "" if roll is None else (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" data-steps="{len(roll)}" '
-        f'data-fs="{encoding.steps_per_second}" data-seed="{int(seed_steps)}" data-bits="{base64.b64encode(np.packbits(roll != 0)).decode()}"></div>')
+    if np.ndim(item) != 2:
+        return ""
+    roll = np.asarray(item)[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)]
+    bits = base64.b64encode(np.packbits(roll != 0)).decode()
+    return (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" '
+            f'data-steps="{len(roll)}" data-fs="{encoding.steps_per_second}" data-seed="{int(seed_steps)}" '
+            f'data-bits="{bits}"></div>')
 
 
 def player(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
            max_seconds=DEFAULT_MAX_SECONDS, seed_steps=0):
-    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to ``max_seconds`` (``None``:
-    all), normalized, its WAV data in the page; a roll's roll under it, ``seed_steps`` drawn as seed (chapter 01_encoding)."""
+    """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to
+    ``max_seconds`` (``None``: all), normalized, its WAV data in the page; under a roll's player the
+    roll, its first ``seed_steps`` drawn as the seed (chapter 01_encoding)."""
     from IPython.display import Audio
     wave = _waveform(midi_or_roll, encoding, sample_rate, max_seconds)
     clip = Audio(data=wave, rate=int(sample_rate), normalize=bool(np.any(wave)))  # silence cannot be normalized
-    clip._repr_html_ = lambda page=clip._repr_html_() + _roll_html(midi_or_roll, encoding, max_seconds, seed_steps): page
+    page = clip._repr_html_() + _roll_html(midi_or_roll, encoding, max_seconds, seed_steps)
+    clip._repr_html_ = lambda: page  # the page shows the player with its roll
     return clip
 
 
@@ -220,8 +227,9 @@ def _data_uri(wave, sample_rate):
 
 def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=DEFAULT_MAX_SECONDS, title=None, seed_steps=0):
-    """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll, ``PrettyMIDI``, ``.mid`` path
-    or 1-D waveform (or is a list of pairs); each clip, cut to ``max_seconds``: base64 WAV audio, a roll's roll under it."""
+    """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll,
+    ``PrettyMIDI``, ``.mid`` path or 1-D waveform (or is a list of pairs); each clip, cut to
+    ``max_seconds``, is base64 WAV audio, with the roll under a roll's player."""
     from IPython.display import HTML
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
     if not pairs or int(columns) < 1:
@@ -235,7 +243,8 @@ def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT
                      f'<figcaption style="font-weight:600;margin-bottom:4px">{html.escape(str(label))}'
                      f' <span style="font-weight:400;color:#666">({seconds:.1f} s)</span></figcaption>'
                      f'<audio controls preload="metadata" style="width:100%" src="{_data_uri(wave, sample_rate)}">'
-                     "your browser cannot play WAV audio</audio>" + _roll_html(item, encoding, max_seconds, seed_steps) + "</figure>")
+                     "your browser cannot play WAV audio</audio>"
+                     + _roll_html(item, encoding, max_seconds, seed_steps) + "</figure>")
     head = f"<p style='font-weight:600'>{html.escape(str(title))}</p>" if title else ""
     return HTML(head + '<div class="pianolab-player-grid" style="display:grid;gap:8px;grid-template-columns:'
                 f'repeat({int(columns)},minmax(0,1fr))">' + "".join(cells) + "</div>")

@@ -245,7 +245,8 @@ def test_page_sampler_plays_pianolabs_key_states(page, browser, name, simd):
 
     import numpy as np
 
-    from pianolab.generate import FastSampler, _controls, _edge_thresholds
+    from pianolab.encoding import EDGE_THRESHOLDS
+    from pianolab.generate import FastSampler
     from pianolab.runs import encoding_of, load_model
 
     enc = encoding_of(name)
@@ -258,7 +259,9 @@ def test_page_sampler_plays_pianolabs_key_states(page, browser, name, simd):
     got = browser.execute_async_script(RUN_SAMPLER, name, seed.tolist(), u.tolist(), None, simd)
     assert "error" not in got, got
     states = np.frombuffer(got["states"].encode(), np.uint8) - ord("0")
-    q = np.array([_controls(p, i % K, 1.0, _edge_thresholds(True, K), K) for i, p in enumerate(p_want)])
+    thr = np.float32(EDGE_THRESHOLDS[: (K + 1) // 2])  # PianoNet's rule: a key near an edge needs p >= thr
+    dist = np.minimum(np.arange(want.size) % K, K - 1 - np.arange(want.size) % K)
+    q = np.where((dist < thr.size) & (p_want < thr[np.minimum(dist, thr.size - 1)]), 0.0, p_want)
     ties = np.flatnonzero(np.abs(u - q) < PROB_TOL)
     differ = np.flatnonzero(states != want)
     end = differ[0] if differ.size else want.size
@@ -415,7 +418,8 @@ def test_weights_for_the_page_are_the_samplers(name, tmp_path):
     and the JSON the encoding, receptive field and edge thresholds pianolab.generate uses (no browser)."""
     import numpy as np
 
-    from pianolab.generate import _edge_thresholds, read_layers
+    from pianolab.encoding import EDGE_THRESHOLDS
+    from pianolab.generate import read_layers
     from pianolab.runs import encoding_of, load_model
 
     desc = _web().export(name, tmp_path)
@@ -432,4 +436,4 @@ def test_weights_for_the_page_are_the_samplers(name, tmp_path):
     assert at(desc["output"]["bias_offset"], (1,))[0] == np.float32(b_out)
     enc = encoding_of(name)
     assert desc["encoding"] == enc.to_dict() and desc["receptive_field"] == 1 + sum(lay.dilation for lay in layers)
-    assert np.array_equal(np.float32(desc["edge_thresholds"]), _edge_thresholds(True, enc.n_keys))
+    assert np.array_equal(np.float32(desc["edge_thresholds"]), np.float32(EDGE_THRESHOLDS[: (enc.n_keys + 1) // 2]))

@@ -23,7 +23,8 @@ MODELS = ("deep", "shallow", "pianonet_micro_1", "pianonet_r5p3")
 
 def describe(name, model, encoding):
     """``(description dict, float32 weights)`` of a pianolab model, in the page's layout."""
-    from pianolab.generate import EDGE_THRESHOLDS, _edge_thresholds, read_layers
+    from pianolab.encoding import EDGE_THRESHOLDS
+    from pianolab.generate import read_layers
 
     layers, w_out, b_out = read_layers(model)
     parts, offset, desc_layers = [], 0, []
@@ -40,12 +41,12 @@ def describe(name, model, encoding):
                             "bias_offset": put(lay.bias)})
     output = {"size": int(w_out.size), "weights_offset": put(w_out), "bias_offset": put([b_out]),
               "activation": "sigmoid"}
-    thresholds = _edge_thresholds(True, encoding.n_keys)
+    thresholds = np.float32(EDGE_THRESHOLDS[: (encoding.n_keys + 1) // 2])  # as pianolab.generate cuts them
     desc = {"name": name, "format": "pianolab-web-1", "bin": f"{name}.bin", "bytes": offset,
             "encoding": encoding.to_dict(), "receptive_field": 1 + sum(lay.dilation for lay in layers),
             "layers": desc_layers, "output": output,
             "edge_thresholds": [float(t) for t in thresholds],  # float32 values, as the kernel compares them
-            "edge_thresholds_source": "pianolab.generate.EDGE_THRESHOLDS " + repr(EDGE_THRESHOLDS),
+            "edge_thresholds_source": "pianolab.encoding.EDGE_THRESHOLDS " + repr(EDGE_THRESHOLDS),
             "parameters": int(sum(p.size for p in parts))}
     return desc, np.concatenate(parts)
 
