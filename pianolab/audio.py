@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .encoding import DEFAULT_ENCODING, load_midi, roll_to_midi
+from .encoding import DEFAULT_ENCODING, load_midi, midi_to_roll, roll_to_midi
 
 DEFAULT_SAMPLE_RATE = 22050
 DEFAULT_MAX_SECONDS = 20.0
@@ -147,7 +147,7 @@ def synthesize(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMP
     """Roll (decoded under ``encoding``), ``PrettyMIDI`` or ``.mid`` path -> mono ``float32`` waveform,
     peak 0.9, every non-drum track on a piano, the sustain pedal honoured; it lasts the music (cut at
     ``max_seconds``) plus ``RELEASE_SECONDS``. ``backend_name``: ``"fluidsynth"`` or ``"numpy"``
-    (default: :func:`backend`) (chapter 09_pianonet_models)."""
+    (default: :func:`backend`) (chapter 01_encoding)."""
     sample_rate = int(sample_rate)
     if sample_rate < 4000:
         raise ValueError(f"sample_rate must be at least 4000 Hz, got {sample_rate}")
@@ -196,10 +196,12 @@ def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_E
 
 
 def _roll_html(item, encoding, max_seconds, seed_steps=0):
-    """A roll clip's bits, row after row, for ``_static/web/roll.js`` to draw ("" for other clips)."""
-    if np.ndim(item) != 2:
+    """A clip's roll (a MIDI clip's as ``encoding`` reads it) as bits, row after row, for
+    ``_static/web/roll.js`` to draw ("" for a waveform)."""
+    if np.ndim(item) == 1:
         return ""
-    roll = np.asarray(item)[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)]
+    roll = np.asarray(item) if np.ndim(item) == 2 else midi_to_roll(_as_midi(item, encoding), encoding)
+    roll = roll[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)]
     bits = base64.b64encode(np.packbits(roll != 0)).decode()
     return (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" '
             f'data-steps="{len(roll)}" data-fs="{encoding.steps_per_second}" data-seed="{int(seed_steps)}" '
@@ -228,8 +230,9 @@ def _data_uri(wave, sample_rate):
 def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
                 max_seconds=DEFAULT_MAX_SECONDS, title=None, seed_steps=0):
     """Labelled players side by side (chapter 05_fast_wavenet): ``items`` maps a label to a roll,
-    ``PrettyMIDI``, ``.mid`` path or 1-D waveform (or is a list of pairs); each clip, cut to
-    ``max_seconds``, is base64 WAV audio, with the roll under a roll's player."""
+    ``PrettyMIDI``, ``.mid`` path or 1-D waveform, or a ``(roll, encoding)`` pair for a clip of another
+    key window (or is a list of pairs); each clip, cut to ``max_seconds``, is base64 WAV audio, with
+    the roll under a roll's player."""
     from IPython.display import HTML
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
     if not pairs or int(columns) < 1:
@@ -237,14 +240,15 @@ def player_grid(items, columns=2, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT
                          f"got {len(pairs)} items and columns={columns}")
     cells = []
     for label, item in pairs:
-        wave = _waveform(item, encoding, sample_rate, max_seconds)
+        item, enc = item if isinstance(item, tuple) else (item, encoding)
+        wave = _waveform(item, enc, sample_rate, max_seconds)
         seconds = wave.size / float(sample_rate)
         cells.append('<figure style="margin:0;padding:6px;border:1px solid #ddd;border-radius:4px">'
                      f'<figcaption style="font-weight:600;margin-bottom:4px">{html.escape(str(label))}'
                      f' <span style="font-weight:400;color:#666">({seconds:.1f} s)</span></figcaption>'
                      f'<audio controls preload="metadata" style="width:100%" src="{_data_uri(wave, sample_rate)}">'
                      "your browser cannot play WAV audio</audio>"
-                     + _roll_html(item, encoding, max_seconds, seed_steps) + "</figure>")
+                     + _roll_html(item, enc, max_seconds, seed_steps) + "</figure>")
     head = f"<p style='font-weight:600'>{html.escape(str(title))}</p>" if title else ""
     return HTML(head + '<div class="pianolab-player-grid" style="display:grid;gap:8px;grid-template-columns:'
                 f'repeat({int(columns)},minmax(0,1fr))">' + "".join(cells) + "</div>")

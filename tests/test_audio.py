@@ -10,7 +10,7 @@ import pretty_midi
 import pytest
 
 from pianolab import audio
-from pianolab.encoding import DEFAULT_ENCODING, write_midi
+from pianolab.encoding import DEFAULT_ENCODING, Encoding, write_midi
 from pianolab.errors import MidiError
 
 SR = audio.DEFAULT_SAMPLE_RATE
@@ -196,7 +196,7 @@ def test_without_fluidsynth_the_numpy_fallback_is_used(monkeypatch):
         audio.synthesize(_roll(), backend_name="fluidsynth")
 
 
-def test_players_carry_the_roll_they_play():
+def test_players_carry_the_roll_they_play(tmp_path):
     """Under a player of a roll, the roll itself (cut like the sound), for the built book's roll.js; the
     seed's steps; none under a waveform."""
     def rolls(text):
@@ -216,3 +216,12 @@ def test_players_carry_the_roll_they_play():
     ((lo, keys, steps, seed, bits),) = rolls(grid)  # no roll under the waveform
     assert (lo, keys, steps, seed) == (31, 72, roll.shape[0], 0) and np.array_equal(bits, roll)
     assert grid.count("<audio") == 2
+    # a clip of another key window: a (roll, encoding) pair, drawn and played in its own window
+    small = Encoding(48.0, 40, 12)
+    grid = audio.player_grid([("twelve keys", (roll[:, :12], small))], max_seconds=None).data
+    ((lo, keys, steps, seed, bits),) = rolls(grid)
+    assert (lo, keys, steps) == (40, 12, roll.shape[0]) and np.array_equal(bits, roll[:, :12])
+    # a MIDI clip's roll is the one the encoding reads from it (roll -> MIDI -> roll is exact)
+    path = write_midi(roll, tmp_path / "clip.mid")
+    ((lo, keys, steps, seed, bits),) = rolls(audio.player(path, max_seconds=None)._repr_html_())
+    assert (lo, keys) == (31, 72) and np.array_equal(bits, roll[:steps]) and not bits[roll.shape[0]:].any()
