@@ -46,6 +46,13 @@ def _roll_and_onsets(roll, encoding):
     return roll, roll & ~np.pad(roll[:-1], ((1, 0), (0, 0)))
 
 
+def segments(rolls, seconds, encoding=DEFAULT_ENCODING):
+    """Consecutive, non-overlapping segments of ``seconds`` from every roll, a shorter tail dropped: the
+    units :func:`compare_sets` compares (chapter 06_shallow_vs_deep)."""
+    n = int(round(seconds * encoding.steps_per_second))
+    return [r[i:i + n] for r in rolls for i in range(0, r.shape[0] - n + 1, n)]
+
+
 def music_statistics(rolls, encoding=DEFAULT_ENCODING):
     """The statistics of each roll of a set: ``{name: array [pieces]}``, the histograms as ``[pieces, 12]``
     (chapter 08_benchmarks)."""

@@ -25,6 +25,14 @@ def pitch_ticks(ax, lowest, highest, axis="y"):
     (ax.set_yticks if axis == "y" else ax.set_xticks)(pitches, [note_name(p) for p in pitches])
 
 
+def show_table(header, rows):
+    """Display ``rows`` under ``header`` as a Markdown table, in the notebook and the built book
+    (chapter 03_receptive_field)."""
+    from IPython.display import Markdown, display
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    display(Markdown("\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])))
+
+
 def plot_roll(roll, encoding=DEFAULT_ENCODING, ax=None, title=None, seconds=None, *, keys="used", start=0.0,
               color=None):
     """Draw a piano roll: time (s) on x, note names on y (chapter 01_encoding).
