@@ -1,5 +1,5 @@
 """Generation speed in the page: the book's JavaScript sampler in headless Chromium, per shipped model,
-beside pianolab's numba sampler measured in the same run (issue 23).
+beside pianolab's numba sampler measured in the same run.
 
 For each model the page offers (``book/_ext/pianolab_web.MODELS``), the weights are exported as the
 book build exports them, served with ``book/_static/web`` and a blank page, and the page's Web
@@ -10,7 +10,7 @@ download are not), the best of ``REPEATS`` runs (the machine may be shared). The
 page says which engine ran its layers: WebAssembly SIMD, or plain JavaScript where SIMD is missing. Real-time factor = seconds of music per second of wall-clock time. Needs Debian's
 ``chromium`` and ``chromium-driver`` and selenium. Last line:
 ``browser_realtime deep=.. shallow=.. pianonet_micro_1=.. pianonet_r5p3=.. numba_deep=..``
-Goal (issue 23): deep >= 2 in the page. With ``--record`` the figures, the CPU, the browser and the
+Goal: deep >= 2 in the page. With ``--record`` the figures, the CPU, the browser and the
 date are also written to ``benchmarks/browser_generation.json`` (chapter 5 reads them from there).
 """
 

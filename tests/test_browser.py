@@ -156,7 +156,7 @@ def test_two_pages_saved_as_screenshots(server, browser):
         assert out.stat().st_size > 10_000, f"{out} is suspiciously small"
 
 
-# ---------------------------------------------------------------- the in-page generator (issue 23)
+# ---------------------------------------------------------------- the in-page generator
 # These tests need no built book: the page's JavaScript (book/_static/web) and the weights,
 # exported now as the book build exports them (book/_ext/pianolab_web.py), are served from a
 # temporary folder with a small test page.

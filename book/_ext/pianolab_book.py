@@ -9,7 +9,7 @@ The built pages must load in a browser with no console errors and no network:
 * Browsers ask for ``/favicon.ico`` on a page with no icon link; the book ships a real icon
   (``book/_extra/favicon.ico``, set in ``_config.yml``), so that request is not a 404.
 
-And the in-page generator and piano rolls (issue 23): ``book/_static/web`` joins the static
+And the in-page generator and piano rolls: ``book/_static/web`` joins the static
 files, every page loads its roll, piano and generator scripts (a page without a generator or a
 player runs nothing), and after an HTML build the weights of the shipped models the generator
 offers are written to ``_static/web/weights`` (``pianolab_web.py``), never committed.

@@ -1,4 +1,4 @@
-"""Weights for the in-page generator (issue 23), written at book build time, never committed.
+"""Weights for the in-page generator, written at book build time, never committed.
 
 For each shipped model offered in the page (:data:`MODELS`), :func:`export` writes ``NAME.bin``,
 every weight as little-endian float32, and ``NAME.json``, what the page needs to run pianolab's
