@@ -6,7 +6,7 @@ the copies shipped under ``data/benchmarks``) the model shipped in ``data/models
 of each piece not scored (the benchmark's rule; the every-frame variant beside it). The per-key
 marginal and first-order Markov baselines are fitted on the training split and scored by the same
 evaluator in the same run. Last line: ``jsb=<x> nottingham=<y> musedata=<z> pianomidi=<w>``.
-Chapter 08_benchmarks explains the numbers.
+Chapter 09_benchmarks explains the numbers.
 """
 
 import argparse

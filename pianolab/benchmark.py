@@ -1,5 +1,5 @@
 """Polyphonic-music benchmarks (Boulanger-Lewandowski et al. 2012) as 88-key rolls: reading the sets, training
-on them with the one trainer (:func:`dataset`), scoring models in nats per frame (chapter 08_benchmarks)."""
+on them with the one trainer (:func:`dataset`), scoring models in nats per frame (chapter 09_benchmarks)."""
 
 import functools
 import io
@@ -36,7 +36,7 @@ PUBLISHED = {
 
 class JSBError(PianolabError):
     """A benchmark file is missing or does not have the benchmark's structure; ``key`` says where in it,
-    such as ``test[3][12]`` (chapter 08_benchmarks)."""
+    such as ``test[3][12]`` (chapter 09_benchmarks)."""
 
     def __init__(self, path, key, reason):
         self.path, self.key, self.reason = path, key, reason
@@ -56,7 +56,7 @@ class _PlainUnpickler(pickle.Unpickler):
 def read(path):
     """The rolls ``{"train" | "valid" | "test": [uint8 [frames, 88]]}`` of a bit-packed ``.npz`` (as shipped
     in ``data/benchmarks``), a JSON ``{split: [piece = [frame = [MIDI pitch]]]}`` or the original
-    ``JSB Chorales.pickle``, unpickling plain data only (chapter 08_benchmarks)."""
+    ``JSB Chorales.pickle``, unpickling plain data only (chapter 09_benchmarks)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -121,7 +121,7 @@ def _unpack(path, raw):
 
 def load(name):
     """A benchmark's rolls ``{split: [uint8 [frames, 88]]}`` by the name ``data.benchmark`` takes; ``"jsb"``
-    honours ``$PIANOLAB_JSB`` (chapter 08_benchmarks)."""
+    honours ``$PIANOLAB_JSB`` (chapter 09_benchmarks)."""
     if name not in FILES:
         raise JSBError(name, None, f"unknown benchmark; expected one of {list(FILES)}")
     return read(jsb_path() if name == "jsb" else shipped_dir() / "benchmarks" / FILES[name])
@@ -129,7 +129,7 @@ def load(name):
 
 def dataset(rolls, transpose=()):
     """A benchmark's training and validation pieces as a :class:`pianolab.data.Dataset`, each training piece
-    also in every ``transpose`` shift that keeps its notes on the 88 keys (chapter 08_benchmarks)."""
+    also in every ``transpose`` shift that keeps its notes on the 88 keys (chapter 09_benchmarks)."""
     train = {}
     for i, roll in enumerate(rolls["train"]):
         train[f"train/{i:03d}"] = roll
@@ -141,7 +141,7 @@ def dataset(rolls, transpose=()):
 
 def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):
     """``p(key down)`` for every key state of a piece from a pianolab model, ``float64 [frames, keys]``; the
-    input is ``zeros(RF) ++ seq[:-1]`` (leading silence), in chunks of ``max_states`` (chapter 08_benchmarks)."""
+    input is ``zeros(RF) ++ seq[:-1]`` (leading silence), in chunks of ``max_states`` (chapter 09_benchmarks)."""
     rf, roll = int(receptive_field or model_receptive_field(model)), np.asarray(roll)
     padded = np.concatenate([np.zeros(rf, np.float32), roll.reshape(-1)[:-1].astype(np.float32)])
     out = np.empty(roll.size, np.float64)
@@ -154,7 +154,7 @@ def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):
 def nll_per_frame(predictor, rolls):
     """NLL in nats per frame of a pianolab model or a function ``roll -> probs`` on ``rolls``: ``nll`` (first
     frame of each piece not scored, the published convention), ``nll_all_frames``, ``nll_per_state``,
-    ``frames``, ``scored_frames``, ``pieces``, ``per_piece`` (chapter 08_benchmarks)."""
+    ``frames``, ``scored_frames``, ``pieces``, ``per_piece`` (chapter 09_benchmarks)."""
     if not callable(predictor) or hasattr(predictor, "predict_on_batch"):
         predictor = functools.partial(model_probabilities, predictor)
     costs = []
@@ -172,7 +172,7 @@ def nll_per_frame(predictor, rolls):
 
 def baselines(rolls, split="test", eps=1e-7):
     """The per-key marginal (``p(key down)``) and first-order Markov (``p(key down | its state a frame before)``,
-    silence before a piece) baselines fitted on ``train``, scored on ``split`` (chapter 08_benchmarks)."""
+    silence before a piece) baselines fitted on ``train``, scored on ``split`` (chapter 09_benchmarks)."""
     before = lambda roll: np.pad(roll[:-1], ((1, 0), (0, 0)))  # noqa: E731
     now = np.concatenate(rolls["train"]).astype(np.float64)
     was = np.concatenate([before(r) for r in rolls["train"]])

@@ -89,7 +89,7 @@ def _stretch_factors(name, n_clones, stretch=(0.85, 1.15), seed=0):
 
 def transpose_roll(roll, shift):
     """``roll`` moved up ``shift`` keys (down when negative), or None when a note would leave the key
-    window (chapter 08_benchmarks)."""
+    window (chapter 09_benchmarks)."""
     roll = np.asarray(roll)
     if shift == 0 or not roll.size:
         return roll
@@ -133,7 +133,7 @@ def _cached(out, key):
 
 def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fraction=0.1, seed=0,
                   n_clones=5, stretch=(0.85, 1.15), transpose=(), max_pieces=None, progress=True, force=False):
-    """Build a dataset folder from a corpus (None: the default one); returns it (chapter 09_pianonet_models).
+    """Build a dataset folder from a corpus (None: the default one); returns it (chapter 07_pianonet_models).
 
     Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
     and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
@@ -293,7 +293,7 @@ def dataset_statistics(split_or_dataset):
 
 def dataset_from_rolls(train, val, encoding, name="rolls"):
     """A :class:`Dataset` held in memory from ``{piece name: roll}`` dicts of training and validation
-    pieces, e.g. a benchmark's (chapter 08_benchmarks)."""
+    pieces, e.g. a benchmark's (chapter 09_benchmarks)."""
     splits = []
     for split, rolls in (("train", train), ("val", val)):
         seqs = [roll_to_sequence(r) for r in rolls.values()]

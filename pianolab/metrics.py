@@ -1,5 +1,5 @@
 """Statistics of music, and how close a generated set is to real pieces (chapters 06_shallow_vs_deep
-and 07_training_length); plain numpy on binary rolls ``[time steps, keys]``.
+and 08_training_length); plain numpy on binary rolls ``[time steps, keys]``.
 
 A roll's statistics (also over consecutive windows, to see a performance drift): ``notes_per_second``
 (onsets), ``key_down_rate``, ``polyphony`` (keys down per sounding step), ``pitch_range`` and
@@ -55,7 +55,7 @@ def segments(rolls, seconds, encoding=DEFAULT_ENCODING):
 
 def music_statistics(rolls, encoding=DEFAULT_ENCODING):
     """The statistics of each roll of a set: ``{name: array [pieces]}``, the histograms as ``[pieces, 12]``
-    (chapter 08_benchmarks)."""
+    (chapter 09_benchmarks)."""
     rows = [_statistics(*_roll_and_onsets(r, encoding), encoding) for r in rolls]
     out = {name: np.array([r[name] for r in rows], dtype=np.float64) for name in SCALAR_STATISTICS}
     out["pitch_class_histogram"] = np.array([r["pitch_class_histogram"] for r in rows]).reshape(-1, 12)
@@ -131,7 +131,7 @@ def _intra_inter_overlap(reference, generated):
 
 
 def pitch_class_kl(reference, generated, smoothing=1e-3):
-    """``KL(reference || generated)`` in nats of two pitch-class histograms (chapter 08_benchmarks).
+    """``KL(reference || generated)`` in nats of two pitch-class histograms (chapter 09_benchmarks).
 
     Each is a 12-vector or ``[pieces, 12]`` (rows are summed). ``smoothing`` is added to every class
     before normalising, so a class the generated music never plays costs a large but finite amount.

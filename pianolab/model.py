@@ -62,7 +62,7 @@ HIDDEN_ACTIVATIONS = ("elu", "relu", "linear")
 
 def binary_cross_entropy(y, p):
     """``-(y log p + (1 - y) log(1 - p))`` in nats, elementwise and in float64, ``p`` clipped to
-    ``[1e-7, 1 - 1e-7]`` as Keras clips it (chapters 05_fast_wavenet, 06_shallow_vs_deep and 07_training_length)."""
+    ``[1e-7, 1 - 1e-7]`` as Keras clips it (chapters 05_fast_wavenet, 06_shallow_vs_deep and 08_training_length)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     return -(y * np.log(p) + (1 - np.asarray(y, np.float64)) * np.log1p(-p))
 
@@ -119,7 +119,7 @@ def impulse_response(model, length, position):
 
 def in_float64(model):
     """A float64 copy of a Keras model, weights cast exactly, to prove two models equal where rounding
-    (~1e-16 per operation) cannot hide a bug, on any CPU (chapter 09_pianonet_models)."""
+    (~1e-16 per operation) cannot hide a bug, on any CPU (chapter 07_pianonet_models)."""
     import keras
     copy = keras.models.clone_model(model, keras.Input((None, 1), dtype="float64"),
                                     lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float64"}))

@@ -20,7 +20,7 @@ def _new_axes(ax, figsize):
 
 def pitch_ticks(ax, lowest, highest, axis="y"):
     """Ticks named after the C of every octave between two MIDI pitches (the ends if there is no C)
-    (chapter 08_benchmarks)."""
+    (chapter 09_benchmarks)."""
     pitches = [p for p in range(lowest, highest + 1) if p % 12 == 0] or sorted({lowest, highest})
     (ax.set_yticks if axis == "y" else ax.set_xticks)(pitches, [note_name(p) for p in pitches])
 

@@ -128,13 +128,13 @@ def load_run(run_dir, which="latest"):
 
 
 def snapshot_steps(run_dir):
-    """The steps at which a run kept a weight snapshot, ascending (chapter 07_training_length)."""
+    """The steps at which a run kept a weight snapshot, ascending (chapter 08_training_length)."""
     found = (re.fullmatch(r"step-(\d+)\.weights\.h5", p.name) for p in (_run_path(run_dir) / "snapshots").glob("*"))
     return sorted(int(m.group(1)) for m in found if m)
 
 
 def load_snapshot(run_dir, step):
-    """A run's model as it was at snapshot ``step`` (chapter 07_training_length)."""
+    """A run's model as it was at snapshot ``step`` (chapter 08_training_length)."""
     path = _run_path(run_dir) / SNAPSHOT_FILE.format(int(step))
     if not path.is_file():
         raise ConfigError("step", f"{_run_path(run_dir)} has no snapshot at step {step}; it has "
@@ -146,7 +146,7 @@ def load_snapshot(run_dir, step):
 
 def encoding_of(run_dir):
     """The :class:`~pianolab.encoding.Encoding` a run or shipped model was trained with, from its
-    ``config.json`` (the default encoding when it has none) (chapter 09_pianonet_models)."""
+    ``config.json`` (the default encoding when it has none) (chapter 07_pianonet_models)."""
     path = _run_path(run_dir)
     config = (path.parent if path.is_file() else path) / "config.json"
     return RunConfig.from_json(config).encoding if config.is_file() else Encoding()

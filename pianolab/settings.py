@@ -16,7 +16,7 @@ _CHECKOUT = (REPO_ROOT / "pyproject.toml").exists() and (REPO_ROOT / "data").is_
 
 def shipped_dir():
     """What the repository ships, ``data/models`` and ``data/benchmarks``: the checkout's ``data/``,
-    or ``pianolab/_data`` where a wheel installed it (chapter 08_benchmarks)."""
+    or ``pianolab/_data`` where a wheel installed it (chapter 09_benchmarks)."""
     return REPO_ROOT / "data" if _CHECKOUT else Path(__file__).resolve().parent / "_data"
 
 
@@ -38,6 +38,6 @@ def models_dir():
 
 def jsb_path(path=None):
     """The JSB Chorales file: ``path``, else ``$PIANOLAB_JSB``, else the shipped
-    ``data/benchmarks/jsb_chorales.npz`` (chapter 08_benchmarks)."""
+    ``data/benchmarks/jsb_chorales.npz`` (chapter 09_benchmarks)."""
     path = path if path is not None else os.environ.get("PIANOLAB_JSB")
     return Path(path).expanduser() if path else shipped_dir() / "benchmarks" / "jsb_chorales.npz"

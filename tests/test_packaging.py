@@ -157,7 +157,7 @@ def test_every_toc_entry_exists_and_every_notebook_is_listed():
 
 def test_toc_chapters_are_numbered_in_order():
     chapters = [Path(e).name for e in _toc_files()[1:]]
-    # Each number once; the order may differ (09_pianonet_models sits right after 06_shallow_vs_deep).
+    # Each number once; the order may differ (07_pianonet_models sits right after 06_shallow_vs_deep).
     numbers = sorted(int(c[:2]) for c in chapters)
     assert numbers == list(range(1, len(chapters) + 1)), chapters
     assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", c) for c in chapters), chapters

@@ -1,6 +1,6 @@
 """PianoNet's released models in pianolab: the shipped conversions equal PianoNet's own forward pass,
 the reader refuses what it cannot represent, and the models' encodings are picked up (chapter
-09_pianonet_models)."""
+07_pianonet_models)."""
 
 import copy
 import io

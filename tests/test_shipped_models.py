@@ -1,5 +1,5 @@
 """The models shipped under data/models: their records agree with the weights, and they fit the
-budget (issue: the article's experiments; chapters 06-08 load them)."""
+budget (issue: the article's experiments; chapters 06-09 load them)."""
 
 import json
 import os
@@ -63,7 +63,7 @@ def test_deep_and_shallow_are_a_fair_pair():
 
 @pytest.mark.parametrize("name", ["jsb", "nottingham", "musedata", "pianomidi"])
 def test_benchmark_models_match_their_config_and_record(name):
-    """Chapter 08's models: trained from benchmarks/configs/<name>.json within 2 hours, records true."""
+    """Chapter 09's models: trained from benchmarks/configs/<name>.json within 2 hours, records true."""
     run = MODELS / name
     assert {"COMMAND.txt", "README.md", "config.json", "history.csv", "model.keras", "results.json"} <= \
         {p.name for p in run.iterdir()}

@@ -1,4 +1,4 @@
-"""Ship a benchmark run (chapter 08_benchmarks): runs/NAME -> data/models/NAME.
+"""Ship a benchmark run (chapter 09_benchmarks): runs/NAME -> data/models/NAME.
 
 model.keras is the run's best.keras (the best validation step), loaded without compiling so no optimizer
 state is saved; config.json, history.csv and loss.png are copied; results.json (test and valid NLL by
@@ -74,7 +74,7 @@ software: {res['software']}
 
 def _readme(name, config, hist, res, best_step):
     title, file = TITLES[name], benchmark.FILES[name]
-    return f"""# {title} model (chapter 08_benchmarks)
+    return f"""# {title} model (chapter 09_benchmarks)
 
 A pianolab model (dilated causal convolutions over the flat sequence of key states: 88 keys x the
 set's frames) trained by pianolab's one trainer (`python -m pianolab train`, see `COMMAND.txt`) on

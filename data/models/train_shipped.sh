@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How the shipped models in data/models/ were trained: `pianolab train` in stages, keeping a
-# weights-only snapshot at each stage boundary (chapter 07_training_length listens to them).
+# weights-only snapshot at each stage boundary (chapter 08_training_length listens to them).
 #   bash data/models/train_shipped.sh RUN_DIR CONFIG.json [STAGE_STEPS...]
 # Re-running it resumes: `pianolab train` continues from the newest checkpoint, and stages already
 # snapshotted are skipped.
