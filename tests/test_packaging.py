@@ -155,12 +155,13 @@ def test_every_toc_entry_exists_and_every_notebook_is_listed():
     assert not unlisted, f"notebooks in book/ missing from _toc.yml: {unlisted}"
 
 
-def test_toc_chapters_are_numbered_in_order():
-    chapters = [Path(e).name for e in _toc_files()[1:]]
-    # Each number once; the order may differ (07_pianonet_models sits right after 06_shallow_vs_deep).
-    numbers = sorted(int(c[:2]) for c in chapters)
-    assert numbers == list(range(1, len(chapters) + 1)), chapters
-    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", c) for c in chapters), chapters
+def test_toc_chapters_are_numbered_in_reading_order():
+    """Chapters NN_name in the toc's order, 01 up; then the appendices, appendix_X_name, X from a up."""
+    names = [Path(e).name for e in _toc_files()[1:]]
+    chapters = [n for n in names if re.fullmatch(r"\d\d_[a-z0-9_]+", n)]
+    appendices = names[len(chapters):]
+    assert [int(c[:2]) for c in chapters] == list(range(1, len(chapters) + 1)), names
+    assert all(re.fullmatch(rf"appendix_{chr(97 + i)}_[a-z0-9_]+", a) for i, a in enumerate(appendices)), names
 
 
 def _chapter_names():
