@@ -17,7 +17,8 @@ import pytest
 import pianolab
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER_RE = re.compile(r"\bchapters? \d\d_[a-z0-9_]+(?:(?:,| and|, and) \d\d_[a-z0-9_]+)*")
+PAGE = r"(?:\d\d_[a-z0-9_]+|appendix_[a-z]_[a-z0-9_]+)"  # a chapter or an appendix page of the book
+CHAPTER_RE = re.compile(rf"\b(?:chapters? {PAGE}(?:(?:,| and|, and) {PAGE})*|appendix_[a-z]_[a-z0-9_]+)")
 
 
 def _normalize(name):
@@ -243,7 +244,7 @@ def test_every_public_function_names_the_chapter_that_calls_it():
     used, chapters = _chapter_uses(), _chapter_names()
     without, unknown, not_called = [], [], []
     for qualname, obj in _public_objects():
-        found = [c for tag in CHAPTER_RE.findall(inspect.getdoc(obj) or "") for c in re.findall(r"\d\d_[a-z0-9_]+", tag)]
+        found = [c for tag in CHAPTER_RE.findall(inspect.getdoc(obj) or "") for c in re.findall(PAGE, tag)]
         if not found:
             without.append(qualname)
         unknown.extend(f"{qualname} -> {c}" for c in found if c not in chapters)
