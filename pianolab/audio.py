@@ -191,7 +191,7 @@ def _wav_bytes(wave, sample_rate=DEFAULT_SAMPLE_RATE):
 
 def write_wav(item, path, sample_rate=DEFAULT_SAMPLE_RATE, *, encoding=DEFAULT_ENCODING):
     """Write a waveform (1-D, clipped to [-1, 1]), roll, ``PrettyMIDI`` or ``.mid`` file as a mono
-    16-bit WAV file, atomically; returns the path (chapter 05_fast_wavenet)."""
+    16-bit WAV file, atomically; returns the path (appendix_a_command_line)."""
     return _io.write_bytes(Path(path), _wav_bytes(_waveform(item, encoding, sample_rate, None), sample_rate))
 
 

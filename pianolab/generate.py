@@ -291,10 +291,10 @@ class FastSampler:
 def generate(model, seconds=30.0, seed=None, streams=1, temperature=1.0, edge_aversion=True,
              random_seed=0, progress=True, *, encoding=DEFAULT_ENCODING, seed_seconds=None, sampler=None):
     """``streams`` performances of ``seconds`` each with Fast-WaveNet: uint8 rolls ``[time steps,
-    n_keys]``, the generated music only (chapter 05_fast_wavenet). ``seed``: None or ``"silence"``, a
-    roll, a ``PrettyMIDI``, a MIDI path or ``"corpus:NAME"`` (that piece of the default corpus, or the
-    one whose name contains it), cut to ``seed_seconds``; a bad one raises ``ConfigError`` (key
-    ``seed``) or ``MidiError``. ``sampler``: a :class:`FastSampler` to reuse."""
+    n_keys]``, the generated music only (chapter 04_training, appendix_a_command_line). ``seed``: None
+    or ``"silence"``, a roll, a ``PrettyMIDI``, a MIDI path or ``"corpus:NAME"`` (that piece of the
+    default corpus, or the one whose name contains it), cut to ``seed_seconds``; a bad one raises
+    ``ConfigError`` (key ``seed``) or ``MidiError``. ``sampler``: a :class:`FastSampler` to reuse."""
     seconds = _positive(seconds, "seconds")
     sampler = sampler or FastSampler(model, n_keys=encoding.n_keys)
     if sampler.n_keys != encoding.n_keys:

@@ -141,3 +141,13 @@ def test_round_trip_real_pieces(tmp_path, work):
     np.testing.assert_array_equal(again, roll)
     # and a second trip changes nothing either
     np.testing.assert_array_equal(midi_to_roll(roll_to_midi(again)), roll)
+
+
+def test_the_default_corpus_is_chorales_and_a_handful_of_keyboard_works():
+    """Chapter 01_encoding's description of the corpus (moved from the page): hundreds of chorales, at
+    least five keyboard works, nothing else."""
+    folder = corpus.default_corpus(progress=False)
+    names = [corpus.piece_name(f, folder) for f in corpus.midi_files(folder)]
+    chorales = sum(n.startswith("chorales/") for n in names)
+    keyboard = sum(n.startswith("keyboard/") for n in names)
+    assert chorales + keyboard == len(names) and chorales > 300 and keyboard >= 5

@@ -348,3 +348,13 @@ def test_write_midi_is_atomic_and_leaves_no_temp_files(tmp_path):
     write_midi(roll, tmp_path / "sub" / "a.mid")
     write_midi(roll, tmp_path / "sub" / "a.mid")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.mid"]
+
+
+def test_a_roll_is_binary_uint8_and_lasts_the_file():
+    """Moved from chapter 01_encoding: a roll is uint8 of 0s and 1s, one column per key, one row per
+    step of the file's length (to a step)."""
+    pm = pm_with_notes([(60, 0.0, 0.5), (60, 0.5, 1.0), (72, 0.25, 1.3), (24, 0.0, 0.2)])
+    roll = midi_to_roll(pm)
+    assert roll.dtype == np.uint8 and roll.shape[1] == DEFAULT_ENCODING.n_keys
+    assert set(np.unique(roll)) == {0, 1}
+    assert abs(roll.shape[0] - pm.get_end_time() * FS) <= 1
