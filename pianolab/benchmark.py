@@ -56,7 +56,7 @@ class _PlainUnpickler(pickle.Unpickler):
 def read(path):
     """The rolls ``{"train" | "valid" | "test": [uint8 [frames, 88]]}`` of a bit-packed ``.npz`` (as shipped
     in ``data/benchmarks``), a JSON ``{split: [piece = [frame = [MIDI pitch]]]}`` or the original
-    ``JSB Chorales.pickle``, unpickling plain data only (chapter 09_benchmarks)."""
+    ``JSB Chorales.pickle``, unpickling plain data only (appendix_b_foreign_files)."""
     path = Path(path)
     try:
         raw = path.read_bytes()

@@ -31,7 +31,7 @@ def read_saved_model(src):
     """The layers of a PianoNet SavedModel folder, in order, each a dict: ``name``, ``type`` (the
     Keras class), ``inbound`` (names of the layers feeding it), ``config`` (Keras' layer config) and,
     for layers with weights, ``weights`` (``[kernel, bias]`` as float32 arrays)
-    (chapter 07_pianonet_models)."""
+    (appendix_b_foreign_files)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
     src = Path(src)
@@ -72,7 +72,7 @@ def as_filter_increments(layers, src="model"):
     """``(filter_increments, activation, convs)`` of a layer list from :func:`read_saved_model`: pianolab's
     description of the net, its hidden activation and the Conv1D layers in order; anything pianolab
     cannot represent raises :class:`~pianolab.errors.ConfigError` naming the layer
-    (chapter 07_pianonet_models)."""
+    (appendix_b_foreign_files)."""
     if not layers or layers[0]["type"] != "InputLayer":
         raise _refuse(src, layers[0] if layers else None, "comes first; expected an InputLayer")
     shape = _items(layers[0]["config"].get("batch_input_shape") or ())
@@ -131,7 +131,7 @@ def _items(v):
 
 def to_model(src, name=None):
     """PianoNet's SavedModel ``src`` rebuilt as a pianolab model (the layout of
-    :func:`pianolab.model.build_model`) with PianoNet's weights (chapter 07_pianonet_models)."""
+    :func:`pianolab.model.build_model`) with PianoNet's weights (appendix_b_foreign_files)."""
     return _build(src, as_filter_increments(read_saved_model(src), src), name)
 
 
@@ -152,7 +152,7 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
     """Write PianoNet's SavedModel ``src`` as a pianolab model folder ``out``: ``model.keras`` (the
     weights, no optimizer state) and ``config.json`` in RunConfig format, naming only what is known:
     ``data.encoding`` and ``model.filter_increments`` / ``model.activation``. Returns the model
-    (chapter 07_pianonet_models)."""
+    (appendix_b_foreign_files)."""
     out = Path(out)
     increments, activation, _ = planned = as_filter_increments(read_saved_model(src), src)
     model = _build(src, planned, f"pianonet_{Path(src).name}"[:60])

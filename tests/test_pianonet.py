@@ -162,3 +162,14 @@ def test_cli_generates_with_64_keys_and_edge_aversion(tmp_path):
         assert not roll[:, :2].any() and not roll[:, -2:].any()  # the two outermost keys never sound
         sounding += int(roll.sum())
     assert sounding > 0
+
+
+def test_heldout_records_give_nats_per_step_as_loss_times_keys():
+    """Chapter 07's held-out table reads both figures from each PianoNet model's summary.json (and the deep
+    and shallow ones from r5p3's); a time step is n_keys key states."""
+    records = {name: json.loads((MODELS / name / "summary.json").read_text()) for name in SHIPPED}
+    for name, s in records.items():
+        assert s["heldout_nats_per_step"] == pytest.approx(s["heldout_loss"] * encoding_of(name).n_keys)
+    for name in ("deep", "shallow"):
+        s = records["pianonet_r5p3"]
+        assert s[f"{name}_heldout_nats_per_step"] == pytest.approx(s[f"{name}_heldout_loss"] * encoding_of(name).n_keys)
