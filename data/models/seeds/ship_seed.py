@@ -59,10 +59,11 @@ def main(name):
         _io.write_bytes(out / f, (run / f).read_bytes())
     _io.write_bytes(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     sessions = _sessions(name)
-    resumed = "" if len(sessions) == 1 else f"""# Trained in {len(sessions)} sessions ({'; '.join(f'{s} to {e}' for s, e in sessions)} UTC): the first with a
-# smaller training.steps in data/models/seeds/small_{arch}.json (1,000, then 2,000 while the six runs were planned
-# to train two at a time), each later one resuming from the newest checkpoint (optimizer state and step count; the
-# batch of each step depends only on the seed and the step) with the same command and the final config.
+    resumed = "" if len(sessions) == 1 else f"""# Trained in {len(sessions)} sessions ({'; '.join(f'{s} to {e}' for s, e in sessions)} UTC), each but the
+# first resuming from the newest checkpoint (optimizer state and step count; the batch of each step depends only on
+# the seed and the step) with the same command: training.steps in data/models/seeds/small_{arch}.json changed
+# between sessions (1,000, 2,000, 1,500, 1,100, then 1,200) as the plan met what two shared cores could do in
+# the session; nothing else changed. config.json here is the final config.
 """
     tf_version = __import__("tensorflow").__version__
     _io.write_bytes(out / "COMMAND.txt", f"""# Exact commands, from the repository root (all six seed runs, side by side: bash data/models/seeds/train_seeds.sh).
