@@ -34,10 +34,10 @@ def _cmd_data(args):
     from . import data
     t0, folder = time.perf_counter(), Path(args.corpus or ".").expanduser()
     if args.corpus:
-        files = corpus_stage.midi_files(folder) if folder.is_dir() else []
-        if not files:
-            raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
-        print(f"corpus: {len(files)} MIDI files in {folder}")
+        try:
+            print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
+        except ConfigError as exc:
+            raise ConfigError("--corpus", exc.reason) from None
     else:
         folder = corpus_stage.default_corpus(progress=not args.quiet, force=args.force)
         m = corpus_stage.corpus_manifest(folder) or {}

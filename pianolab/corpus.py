@@ -38,15 +38,16 @@ _FORMAT_RANK = {s: i for i, s in enumerate((".mxl", ".musicxml", ".xml", ".krn",
 
 def midi_files(folder):
     """All ``.mid`` / ``.midi`` files (any case) under ``folder``, recursively, hidden ones skipped,
-    sorted by relative path (chapter 01_encoding)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError("corpus", f"{folder} is not a folder of MIDI files")
-    found = []
+    sorted by relative path (chapter 01_encoding). The one check of a corpus folder: none found (or no
+    such folder) raises ``ConfigError`` (key ``corpus``; the CLI and the config name their own)."""
+    folder, found = Path(folder), []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found += [Path(dirpath) / n for n in filenames
                   if not n.startswith(".") and n.lower().endswith(MIDI_SUFFIXES)]
+    if not found:
+        raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {folder}"
+                                    + ("" if folder.is_dir() else " (no such folder)"))
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -201,7 +202,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
             pool.terminate()
 
     keep = {p["file"] for p in pieces}  # stale MIDI files of an earlier build go
-    for path in (p for p in midi_files(folder) if p.relative_to(folder).as_posix() not in keep):
+    for path in (p for p in folder.rglob("*.mid") if p.relative_to(folder).as_posix() not in keep):
         path.unlink()
 
     failed += [{"name": None, "work": work, "reason": "not in this music21 corpus"} for work in missing]

@@ -138,11 +138,8 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
     and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
     """
-    encoding = encoding if isinstance(encoding, Encoding) else Encoding.from_dict(dict(encoding))
     corpus = Path(default_corpus(progress=progress) if corpus is None else corpus)
     files = midi_files(corpus)
-    if not files:
-        raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {corpus}")
     params = dict(val_fraction=float(val_fraction), seed=int(seed), n_clones=int(n_clones),
                   stretch=[float(v) for v in stretch], max_pieces=max_pieces,
                   **({"transpose": list(transpose)} if transpose else {}))
@@ -258,7 +255,7 @@ def load_dataset(path=None):
     index = _io.read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "
-                                     "build one with build_dataset() or `python -m pianolab data`")
+                                     f"build one with build_dataset() or `python -m pianolab data --out {path}`")
     if index.get("version") != DATASET_VERSION:
         raise ConfigError("dataset", f"{path} has format version {index.get('version')}, "
                                      f"this pianolab reads {DATASET_VERSION}: rebuild it with force=True")
