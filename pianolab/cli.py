@@ -1,7 +1,8 @@
 """The command line: ``python -m pianolab data | train | generate | import-pianonet`` (chapter 04_training).
 
-Every command body lives here, on top of the stages. Flags are checked by argparse at the boundary;
-a bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
+Every command body lives here, on top of the stages. Each flag is checked once: by argparse, or by
+the stage it goes to (``--corpus``, ``--seed``, ``MODEL``: their errors re-named after the flag); a
+bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
 """
 
 import argparse
@@ -70,13 +71,6 @@ def _cmd_train(args):
     return 0
 
 
-def _seed(text):
-    """An argparse type for ``--seed``: 'silence', 'corpus:NAME' or an existing MIDI file."""
-    if text.strip().lower() in ("silence", "none") or text.startswith("corpus:") or Path(text).expanduser().is_file():
-        return text
-    raise argparse.ArgumentTypeError(f"expected 'silence', 'corpus:NAME' or an existing MIDI file, got {text!r}")
-
-
 def _write_performances(rolls, out, encoding, audio, settings):
     """Each roll as ``performance_KK.mid`` (and ``.wav``), then ``settings`` as ``performance.json``."""
     from . import _io
@@ -112,7 +106,7 @@ def _cmd_generate(args):
         rolls = generate(model, seconds=args.seconds, seed=args.seed, seed_seconds=args.seed_seconds,
                          streams=args.streams, temperature=args.temperature, edge_aversion=edge,
                          random_seed=args.random_seed, progress=not args.quiet, encoding=encoding, sampler=sampler)
-    except (ConfigError, MidiError) as exc:  # a corpus piece not found, a seed file that is not MIDI
+    except (ConfigError, MidiError) as exc:  # generate checks the seed: no such file or piece, not MIDI
         raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
     settings = {"model": str(args.model), "seconds": args.seconds, "seed": args.seed, "seed_seconds": args.seed_seconds,
                 "streams": args.streams, "temperature": args.temperature, "random_seed": args.random_seed,
@@ -164,7 +158,7 @@ def _build_parser():
     p.add_argument("model", help="run directory, .keras file, or the name of a shipped model")
     p.add_argument("--seconds", type=_number(float, 0, 3600), default=30.0,
                    help="length of each performance in seconds (> 0, at most 3600)")
-    p.add_argument("--seed", type=_seed, default="silence",
+    p.add_argument("--seed", default="silence",
                    help="MIDI file, 'corpus:NAME' (a piece of the default corpus) or 'silence'")
     p.add_argument("--seed-seconds", type=_number(float, 0),
                    help="use only the first this many seconds of the seed (> 0; default: all of it)")
