@@ -208,6 +208,15 @@ def _roll_html(item, encoding, max_seconds, seed_steps=0):
             f'data-bits="{bits}"></div>')
 
 
+def page_seed(roll, encoding=DEFAULT_ENCODING):
+    """A seed passage for the page's generator (``_static/web/generator.js`` reads ``data-seeds``):
+    ``{"steps": time steps, "notes": [[MIDI pitch, first step, end step], ...]}``, the notes
+    :func:`~pianolab.encoding.roll_to_midi` finds in ``roll`` (chapters 05_fast_wavenet and intro)."""
+    fs = encoding.steps_per_second
+    notes = roll_to_midi(roll, encoding).instruments[0].notes
+    return {"steps": len(roll), "notes": [[n.pitch, round(n.start * fs), round(n.end * fs)] for n in notes]}
+
+
 def player(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,
            max_seconds=DEFAULT_MAX_SECONDS, seed_steps=0):
     """An IPython ``Audio`` player for a roll, ``PrettyMIDI``, ``.mid`` path or waveform, cut to
