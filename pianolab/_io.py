@@ -72,10 +72,11 @@ def read_json(path):
         return None
 
 
-def progress(iterable=None, *, enabled, total=None, desc=None, unit="piece"):
-    """A tqdm progress bar on stderr (``enabled=False``: silent)."""
+def progress(iterable=None, *, enabled, total=None, desc=None, unit="piece", initial=0):
+    """The stages' one kind of progress bar: tqdm on stderr (``enabled=False``: silent)."""
     from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def check_roll(roll, n_keys=None):

@@ -33,10 +33,8 @@ PIANO_PROGRAM = 0  # General MIDI "Acoustic Grand Piano"
 def _as_midi(midi_or_roll, encoding):
     """A roll (2-D array), a PrettyMIDI or a path -> PrettyMIDI."""
     import pretty_midi
-    if isinstance(midi_or_roll, pretty_midi.PrettyMIDI):
-        return midi_or_roll
-    if isinstance(midi_or_roll, (str, os.PathLike)):
-        return load_midi(midi_or_roll)
+    if isinstance(midi_or_roll, (str, os.PathLike, pretty_midi.PrettyMIDI)):
+        return load_midi(midi_or_roll)  # a PrettyMIDI as it is
     roll = np.asarray(midi_or_roll)
     if roll.ndim != 2:
         raise ValueError("expected a piano roll [time steps, keys], a pretty_midi.PrettyMIDI or a path to a "
@@ -200,7 +198,7 @@ def _roll_html(item, encoding, max_seconds, seed_steps=0):
     ``_static/web/roll.js`` to draw ("" for a waveform)."""
     if np.ndim(item) == 1:
         return ""
-    roll = np.asarray(item) if np.ndim(item) == 2 else midi_to_roll(_as_midi(item, encoding), encoding)
+    roll = np.asarray(item) if np.ndim(item) == 2 else midi_to_roll(item, encoding)
     roll = roll[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)]
     bits = base64.b64encode(np.packbits(roll != 0)).decode()
     return (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" '

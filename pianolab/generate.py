@@ -21,9 +21,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from . import _kernel
+from . import _io, _kernel
 from ._io import check_roll
 from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
@@ -267,7 +265,7 @@ class FastSampler:
         inv_temp, thr = 1 / _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, self.n_keys)
         S, K, n_steps = len(state.rngs), self.n_keys, int(n_steps)
         rolls, probs = np.zeros((S, n_steps, K), np.uint8), np.zeros((S, n_steps, K), np.float32)
-        bar = tqdm(total=n_steps, unit="step", desc="generating", disable=not progress)
+        bar = _io.progress(total=n_steps, unit="step", desc="generating", enabled=progress)
         for a in range(0, n_steps, _CHUNK):
             m = min(_CHUNK, n_steps - a)
             u = np.stack([r.random(m * K) for r in state.rngs])
