@@ -181,8 +181,8 @@ class Trainer:
         if self.step == 0 and not self.history.rows and t.validate_every:
             self._row(self.validate())
             self.history.to_csv(self.run_dir / "history.csv")
-        with _io.progress(total=total, initial=self.step, enabled=self.progress, desc=f"training {self.run_dir.name}",
-                          unit="step") as bar:
+        with _io.progress(total=total, initial=self.step, enabled=self.progress, unit="step",
+                          desc=f"training {self.run_dir.name}") as bar:
             while self.step < total:
                 s = self.step
                 stops = [total, _next(s, t.log_every), _next(s, t.checkpoint_every)] + [a for a in t.snapshot_at if a > s]

@@ -151,19 +151,12 @@ def _corpus_cache_valid(folder, manifest):
     """True when ``manifest`` describes the corpus this pianolab/music21 would build, all present."""
     found = [manifest.get(k) for k in ("format", "version", "music21", "ticks_per_quarter", "keyboard_works")] \
         if isinstance(manifest, dict) and manifest.get("pieces") else None
-    if found != ["pianolab-corpus", CORPUS_VERSION, _music21(), TICKS_PER_QUARTER, list(KEYBOARD_WORKS)]:
+    if found != ["pianolab-corpus", CORPUS_VERSION, metadata.version("music21"), TICKS_PER_QUARTER, list(KEYBOARD_WORKS)]:
         return False
     try:
         return all((folder / p["file"]).stat().st_size == p["bytes"] for p in manifest["pieces"])
     except OSError:
         return False
-
-
-def _music21():
-    try:
-        return metadata.version("music21")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def default_corpus(progress=True, force=False, *, folder=None, sources=None, workers=None):
@@ -208,7 +201,7 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     failed += [{"name": None, "work": work, "reason": "not in this music21 corpus"} for work in missing]
     for f in failed:
         print(f"default corpus: skipped {f['work']}: {f['reason']}", file=sys.stderr)
-    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": _music21(),
+    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": metadata.version("music21"),
                 "keyboard_works": list(KEYBOARD_WORKS), "ticks_per_quarter": TICKS_PER_QUARTER,
                 "description": "Bach chorales (unique files of music21's chorale iterator) and the solo "
                                "keyboard works of music21's corpus, repeats expanded, exported with "
