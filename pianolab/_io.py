@@ -1,8 +1,9 @@
 """What the stages share, not a pipeline stage: atomic writes, JSON and progress bars, roll checks.
 
-A file is written to a temporary file in the same folder, flushed to disk, given the usual
-permissions (``mkstemp`` makes it 0600) and renamed over the target with ``os.replace``: a reader,
-or a run killed half-way, sees the old file or the new one, never half a file.
+A file is written to a temporary file in the same folder (made if missing, so writers never make
+their folders), flushed to disk, given the usual permissions (``mkstemp`` makes it 0600) and renamed
+over the target with ``os.replace``: a reader, or a run killed half-way, sees the old file or the
+new one, never half a file.
 """
 
 import json

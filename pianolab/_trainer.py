@@ -177,7 +177,6 @@ class Trainer:
     def run(self, total):
         """Train until ``total`` steps in all; returns the :class:`History`."""
         t, total = self.config.training, int(total)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.step == 0 and not self.history.rows and t.validate_every:
             self._row(self.validate())
             self.history.to_csv(self.run_dir / "history.csv")

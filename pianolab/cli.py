@@ -76,7 +76,6 @@ def _write_performances(rolls, out, encoding, audio, settings):
     from . import _io
     from . import audio as audio_stage
     from .encoding import write_midi
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, roll in enumerate(rolls):
         paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))

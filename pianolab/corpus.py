@@ -171,7 +171,6 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     sources, missing = _sources() if sources is None else (sources, [])
     sources = sorted(sources, key=lambda s: s["name"])
     workers = max(1, min(min(2, os.cpu_count() or 1) if workers is None else int(workers), len(sources) or 1))
-    folder.mkdir(parents=True, exist_ok=True)
     pieces, failed = [], []
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     bar = _io.progress(total=len(sources), enabled=progress, desc="default corpus (music21 -> MIDI)")

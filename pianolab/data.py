@@ -218,7 +218,6 @@ def _augment(names, midis, rolls, encoding, params, progress):
 
 def _write_splits(out, entries, encoding):
     """Step 4: each split's rolls end to end as ``{split}.npy``; its index records and statistics."""
-    out.mkdir(parents=True, exist_ok=True)
     splits, stats = {}, {}
     for split, rows in entries.items():
         records, pos = [], 0
