@@ -100,16 +100,13 @@ def _cmd_generate(args):
         raise ConfigError("MODEL", exc.reason) from exc
     except Exception as exc:  # a damaged or foreign .keras file, a model of another layout
         raise ConfigError("MODEL", f"cannot generate with {args.model!r}: {exc}") from exc
+    chosen = {k: getattr(args, k) for k in ("seconds", "seed", "seed_seconds", "streams", "temperature", "random_seed")}
     edge = not args.no_edge_aversion
     try:
-        rolls = generate(model, seconds=args.seconds, seed=args.seed, seed_seconds=args.seed_seconds,
-                         streams=args.streams, temperature=args.temperature, edge_aversion=edge,
-                         random_seed=args.random_seed, progress=not args.quiet, encoding=encoding, sampler=sampler)
+        rolls = generate(model, **chosen, edge_aversion=edge, progress=not args.quiet, encoding=encoding, sampler=sampler)
     except (ConfigError, MidiError) as exc:  # generate checks the seed: no such file or piece, not MIDI
         raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
-    settings = {"model": str(args.model), "seconds": args.seconds, "seed": args.seed, "seed_seconds": args.seed_seconds,
-                "streams": args.streams, "temperature": args.temperature, "random_seed": args.random_seed,
-                "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
+    settings = {"model": str(args.model), **chosen, "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
                 "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
     paths = _write_performances(rolls, out, encoding, not args.no_audio, settings)
     if not args.quiet:
