@@ -198,7 +198,7 @@ class FastSampler:
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
         self.n_keys, self.backend = int(n_keys), backend
         self.layers, self.w_out, self.b_out = read_layers(model)
-        self.receptive_field = 1 + sum(lay.dilation for lay in self.layers)
+        self.receptive_field = model_receptive_field(model)
         self._net = _kernel.pack(self.layers, self.w_out, self.b_out, pad=8 if backend == "numba" else 1)
         self._silence = _kernel.silence_queues(self._net)
         if verify:
