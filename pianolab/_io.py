@@ -1,8 +1,9 @@
 """What the stages share, not a pipeline stage: atomic writes, JSON and progress bars, roll checks.
 
-A file is written to a temporary file in the same folder, flushed to disk, given the usual
-permissions (``mkstemp`` makes it 0600) and renamed over the target with ``os.replace``: a reader,
-or a run killed half-way, sees the old file or the new one, never half a file.
+A file is written to a temporary file in the same folder (made if missing, so writers never make
+their folders), flushed to disk, given the usual permissions (``mkstemp`` makes it 0600) and renamed
+over the target with ``os.replace``: a reader, or a run killed half-way, sees the old file or the
+new one, never half a file.
 """
 
 import json
@@ -72,10 +73,11 @@ def read_json(path):
         return None
 
 
-def progress(iterable=None, *, enabled, total=None, desc=None, unit="piece"):
-    """A tqdm progress bar on stderr (``enabled=False``: silent)."""
+def progress(iterable=None, *, enabled, total=None, desc=None, unit="piece", initial=0):
+    """The stages' one kind of progress bar: tqdm on stderr (``enabled=False``: silent)."""
     from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def check_roll(roll, n_keys=None):

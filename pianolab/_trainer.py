@@ -176,14 +176,12 @@ class Trainer:
 
     def run(self, total):
         """Train until ``total`` steps in all; returns the :class:`History`."""
-        from tqdm.auto import tqdm
         t, total = self.config.training, int(total)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.step == 0 and not self.history.rows and t.validate_every:
             self._row(self.validate())
             self.history.to_csv(self.run_dir / "history.csv")
-        with tqdm(total=total, initial=self.step, disable=not self.progress, desc=f"training {self.run_dir.name}",
-                  unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        with _io.progress(total=total, initial=self.step, enabled=self.progress, unit="step",
+                          desc=f"training {self.run_dir.name}") as bar:
             while self.step < total:
                 s = self.step
                 stops = [total, _next(s, t.log_every), _next(s, t.checkpoint_every)] + [a for a in t.snapshot_at if a > s]

@@ -33,10 +33,8 @@ PIANO_PROGRAM = 0  # General MIDI "Acoustic Grand Piano"
 def _as_midi(midi_or_roll, encoding):
     """A roll (2-D array), a PrettyMIDI or a path -> PrettyMIDI."""
     import pretty_midi
-    if isinstance(midi_or_roll, pretty_midi.PrettyMIDI):
-        return midi_or_roll
-    if isinstance(midi_or_roll, (str, os.PathLike)):
-        return load_midi(midi_or_roll)
+    if isinstance(midi_or_roll, (str, os.PathLike, pretty_midi.PrettyMIDI)):
+        return load_midi(midi_or_roll)  # a PrettyMIDI as it is
     roll = np.asarray(midi_or_roll)
     if roll.ndim != 2:
         raise ValueError("expected a piano roll [time steps, keys], a pretty_midi.PrettyMIDI or a path to a "
@@ -200,12 +198,21 @@ def _roll_html(item, encoding, max_seconds, seed_steps=0):
     ``_static/web/roll.js`` to draw ("" for a waveform)."""
     if np.ndim(item) == 1:
         return ""
-    roll = np.asarray(item) if np.ndim(item) == 2 else midi_to_roll(_as_midi(item, encoding), encoding)
+    roll = np.asarray(item) if np.ndim(item) == 2 else midi_to_roll(item, encoding)
     roll = roll[: None if max_seconds is None else round(max_seconds * encoding.steps_per_second)]
     bits = base64.b64encode(np.packbits(roll != 0)).decode()
     return (f'<div class="pianolab-roll" data-lowest="{encoding.lowest}" data-keys="{roll.shape[1]}" '
             f'data-steps="{len(roll)}" data-fs="{encoding.steps_per_second}" data-seed="{int(seed_steps)}" '
             f'data-bits="{bits}"></div>')
+
+
+def page_seed(roll, encoding=DEFAULT_ENCODING):
+    """A seed passage for the page's generator (``_static/web/generator.js`` reads ``data-seeds``):
+    ``{"steps": time steps, "notes": [[MIDI pitch, first step, end step], ...]}``, the notes
+    :func:`~pianolab.encoding.roll_to_midi` finds in ``roll`` (chapters 05_fast_wavenet and intro)."""
+    fs = encoding.steps_per_second
+    notes = roll_to_midi(roll, encoding).instruments[0].notes
+    return {"steps": len(roll), "notes": [[n.pitch, round(n.start * fs), round(n.end * fs)] for n in notes]}
 
 
 def player(midi_or_roll, encoding=DEFAULT_ENCODING, sample_rate=DEFAULT_SAMPLE_RATE, *,

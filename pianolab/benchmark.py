@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import dataset_from_rolls, transpose_roll
+from .data import dataset_from_rolls
 from .encoding import Encoding
 from .errors import PianolabError
 from .model import binary_cross_entropy, model_receptive_field
@@ -130,13 +130,8 @@ def load(name):
 def dataset(rolls, transpose=()):
     """A benchmark's training and validation pieces as a :class:`pianolab.data.Dataset`, each training piece
     also in every ``transpose`` shift that keeps its notes on the 88 keys (chapter 09_benchmarks)."""
-    train = {}
-    for i, roll in enumerate(rolls["train"]):
-        train[f"train/{i:03d}"] = roll
-        for s in transpose:
-            if (moved := transpose_roll(roll, s)) is not None:
-                train[f"train/{i:03d}@t{s:+d}"] = moved
-    return dataset_from_rolls(train, {f"valid/{i:03d}": r for i, r in enumerate(rolls["valid"])}, ENCODING)
+    return dataset_from_rolls({f"train/{i:03d}": r for i, r in enumerate(rolls["train"])},
+                              {f"valid/{i:03d}": r for i, r in enumerate(rolls["valid"])}, ENCODING, transpose=transpose)
 
 
 def model_probabilities(model, roll, receptive_field=None, max_states=1 << 20):

@@ -1,7 +1,8 @@
 """The command line: ``python -m pianolab data | train | generate | import-pianonet`` (chapter 04_training).
 
-Every command body lives here, on top of the stages. Flags are checked by argparse at the boundary;
-a bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
+Every command body lives here, on top of the stages. Each flag is checked once: by argparse, or by
+the stage it goes to (``--corpus``, ``--seed``, ``MODEL``: their errors re-named after the flag); a
+bad flag or config ends in one line naming the flag or key and what was expected, exit status 2.
 """
 
 import argparse
@@ -34,10 +35,10 @@ def _cmd_data(args):
     from . import data
     t0, folder = time.perf_counter(), Path(args.corpus or ".").expanduser()
     if args.corpus:
-        files = corpus_stage.midi_files(folder) if folder.is_dir() else []
-        if not files:
-            raise ConfigError("--corpus", f"{folder} is not a folder holding MIDI files (.mid, .midi)")
-        print(f"corpus: {len(files)} MIDI files in {folder}")
+        try:
+            print(f"corpus: {len(corpus_stage.midi_files(folder))} MIDI files in {folder}")
+        except ConfigError as exc:
+            raise ConfigError("--corpus", exc.reason) from None
     else:
         folder = corpus_stage.default_corpus(progress=not args.quiet, force=args.force)
         m = corpus_stage.corpus_manifest(folder) or {}
@@ -70,19 +71,11 @@ def _cmd_train(args):
     return 0
 
 
-def _seed(text):
-    """An argparse type for ``--seed``: 'silence', 'corpus:NAME' or an existing MIDI file."""
-    if text.strip().lower() in ("silence", "none") or text.startswith("corpus:") or Path(text).expanduser().is_file():
-        return text
-    raise argparse.ArgumentTypeError(f"expected 'silence', 'corpus:NAME' or an existing MIDI file, got {text!r}")
-
-
 def _write_performances(rolls, out, encoding, audio, settings):
     """Each roll as ``performance_KK.mid`` (and ``.wav``), then ``settings`` as ``performance.json``."""
     from . import _io
     from . import audio as audio_stage
     from .encoding import write_midi
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, roll in enumerate(rolls):
         paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))
@@ -107,16 +100,13 @@ def _cmd_generate(args):
         raise ConfigError("MODEL", exc.reason) from exc
     except Exception as exc:  # a damaged or foreign .keras file, a model of another layout
         raise ConfigError("MODEL", f"cannot generate with {args.model!r}: {exc}") from exc
+    chosen = {k: getattr(args, k) for k in ("seconds", "seed", "seed_seconds", "streams", "temperature", "random_seed")}
     edge = not args.no_edge_aversion
     try:
-        rolls = generate(model, seconds=args.seconds, seed=args.seed, seed_seconds=args.seed_seconds,
-                         streams=args.streams, temperature=args.temperature, edge_aversion=edge,
-                         random_seed=args.random_seed, progress=not args.quiet, encoding=encoding, sampler=sampler)
-    except (ConfigError, MidiError) as exc:  # a corpus piece not found, a seed file that is not MIDI
+        rolls = generate(model, **chosen, edge_aversion=edge, progress=not args.quiet, encoding=encoding, sampler=sampler)
+    except (ConfigError, MidiError) as exc:  # generate checks the seed: no such file or piece, not MIDI
         raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
-    settings = {"model": str(args.model), "seconds": args.seconds, "seed": args.seed, "seed_seconds": args.seed_seconds,
-                "streams": args.streams, "temperature": args.temperature, "random_seed": args.random_seed,
-                "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
+    settings = {"model": str(args.model), **chosen, "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
                 "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
     paths = _write_performances(rolls, out, encoding, not args.no_audio, settings)
     if not args.quiet:
@@ -164,7 +154,7 @@ def _build_parser():
     p.add_argument("model", help="run directory, .keras file, or the name of a shipped model")
     p.add_argument("--seconds", type=_number(float, 0, 3600), default=30.0,
                    help="length of each performance in seconds (> 0, at most 3600)")
-    p.add_argument("--seed", type=_seed, default="silence",
+    p.add_argument("--seed", default="silence",
                    help="MIDI file, 'corpus:NAME' (a piece of the default corpus) or 'silence'")
     p.add_argument("--seed-seconds", type=_number(float, 0),
                    help="use only the first this many seconds of the seed (> 0; default: all of it)")

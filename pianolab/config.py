@@ -242,15 +242,12 @@ class RunConfig:
         d = self.data
         if d.benchmark is not None:
             return benchmark.dataset(benchmark.load(d.benchmark), d.transpose)
-        if d.dataset is not None:
-            path = Path(d.dataset).expanduser()
-            if not (path / "index.json").is_file():
-                raise ConfigError("data.dataset", f"{path} is not a dataset folder (no index.json); build one "
-                                                  f"with `python -m pianolab data --out {path}`")
-            return data.load_dataset(path)
-        corpus = None if d.corpus is None else Path(d.corpus).expanduser()
-        if corpus is not None and not corpus.is_dir():
-            raise ConfigError("data.corpus", f"{corpus} is not a folder of MIDI files")
-        return data.load_dataset(data.build_dataset(
-            corpus, encoding=self.encoding, val_fraction=d.val_fraction, seed=d.seed, n_clones=d.n_clones,
-            stretch=tuple(d.stretch), transpose=tuple(d.transpose), max_pieces=d.max_pieces, progress=progress))
+        try:  # data checks the folder (once); its error is re-named after the key that gave the folder
+            if d.dataset is not None:
+                return data.load_dataset(Path(d.dataset).expanduser())
+            return data.load_dataset(data.build_dataset(
+                None if d.corpus is None else Path(d.corpus).expanduser(), encoding=self.encoding,
+                val_fraction=d.val_fraction, seed=d.seed, n_clones=d.n_clones, stretch=tuple(d.stretch),
+                transpose=tuple(d.transpose), max_pieces=d.max_pieces, progress=progress))
+        except ConfigError as exc:
+            raise ConfigError("data.dataset" if d.dataset is not None else "data.corpus", exc.reason) from None

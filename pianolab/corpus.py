@@ -38,15 +38,16 @@ _FORMAT_RANK = {s: i for i, s in enumerate((".mxl", ".musicxml", ".xml", ".krn",
 
 def midi_files(folder):
     """All ``.mid`` / ``.midi`` files (any case) under ``folder``, recursively, hidden ones skipped,
-    sorted by relative path (chapter 01_encoding)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError("corpus", f"{folder} is not a folder of MIDI files")
-    found = []
+    sorted by relative path (chapter 01_encoding). The one check of a corpus folder: none found (or no
+    such folder) raises ``ConfigError`` (key ``corpus``; the CLI and the config name their own)."""
+    folder, found = Path(folder), []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found += [Path(dirpath) / n for n in filenames
                   if not n.startswith(".") and n.lower().endswith(MIDI_SUFFIXES)]
+    if not found:
+        raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {folder}"
+                                    + ("" if folder.is_dir() else " (no such folder)"))
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -150,19 +151,12 @@ def _corpus_cache_valid(folder, manifest):
     """True when ``manifest`` describes the corpus this pianolab/music21 would build, all present."""
     found = [manifest.get(k) for k in ("format", "version", "music21", "ticks_per_quarter", "keyboard_works")] \
         if isinstance(manifest, dict) and manifest.get("pieces") else None
-    if found != ["pianolab-corpus", CORPUS_VERSION, _music21(), TICKS_PER_QUARTER, list(KEYBOARD_WORKS)]:
+    if found != ["pianolab-corpus", CORPUS_VERSION, metadata.version("music21"), TICKS_PER_QUARTER, list(KEYBOARD_WORKS)]:
         return False
     try:
         return all((folder / p["file"]).stat().st_size == p["bytes"] for p in manifest["pieces"])
     except OSError:
         return False
-
-
-def _music21():
-    try:
-        return metadata.version("music21")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def default_corpus(progress=True, force=False, *, folder=None, sources=None, workers=None):
@@ -177,7 +171,6 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
     sources, missing = _sources() if sources is None else (sources, [])
     sources = sorted(sources, key=lambda s: s["name"])
     workers = max(1, min(min(2, os.cpu_count() or 1) if workers is None else int(workers), len(sources) or 1))
-    folder.mkdir(parents=True, exist_ok=True)
     pieces, failed = [], []
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     bar = _io.progress(total=len(sources), enabled=progress, desc="default corpus (music21 -> MIDI)")
@@ -201,13 +194,13 @@ def default_corpus(progress=True, force=False, *, folder=None, sources=None, wor
             pool.terminate()
 
     keep = {p["file"] for p in pieces}  # stale MIDI files of an earlier build go
-    for path in (p for p in midi_files(folder) if p.relative_to(folder).as_posix() not in keep):
+    for path in (p for p in folder.rglob("*.mid") if p.relative_to(folder).as_posix() not in keep):
         path.unlink()
 
     failed += [{"name": None, "work": work, "reason": "not in this music21 corpus"} for work in missing]
     for f in failed:
         print(f"default corpus: skipped {f['work']}: {f['reason']}", file=sys.stderr)
-    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": _music21(),
+    manifest = {"format": "pianolab-corpus", "version": CORPUS_VERSION, "music21": metadata.version("music21"),
                 "keyboard_works": list(KEYBOARD_WORKS), "ticks_per_quarter": TICKS_PER_QUARTER,
                 "description": "Bach chorales (unique files of music21's chorale iterator) and the solo "
                                "keyboard works of music21's corpus, repeats expanded, exported with "

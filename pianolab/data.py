@@ -98,6 +98,11 @@ def transpose_roll(roll, shift):
     return np.roll(roll, shift, axis=1)
 
 
+def _transposed(name, roll, shifts):
+    """``[("NAME@t+S", roll moved S keys), ...]`` for each shift ``S`` that keeps every note in the window."""
+    return [(f"{name}@t{s:+d}", moved) for s in shifts if (moved := transpose_roll(roll, s)) is not None]
+
+
 def _split_pieces(names, val_fraction=0.1, seed=0):
     """Piece names -> sorted (train, val) lists by a seeded shuffle: ``round(n * val_fraction)`` pieces,
     at least one and never all, go to validation."""
@@ -138,11 +143,8 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
     Unreadable MIDI files are reported and skipped; training pieces get ``n_clones`` tempo-stretched clones
     and one per ``transpose`` shift. A folder built from the same corpus, parameters and encoder is reused.
     """
-    encoding = encoding if isinstance(encoding, Encoding) else Encoding.from_dict(dict(encoding))
     corpus = Path(default_corpus(progress=progress) if corpus is None else corpus)
     files = midi_files(corpus)
-    if not files:
-        raise ConfigError("corpus", f"no MIDI files (.mid, .midi) under {corpus}")
     params = dict(val_fraction=float(val_fraction), seed=int(seed), n_clones=int(n_clones),
                   stretch=[float(v) for v in stretch], max_pieces=max_pieces,
                   **({"transpose": list(transpose)} if transpose else {}))
@@ -209,15 +211,13 @@ def _augment(names, midis, rolls, encoding, params, progress):
         entries.append((name, name, 1.0, rolls[name]))
         for f in _stretch_factors(name, params["n_clones"], params["stretch"], params["seed"]):
             entries.append((f"{name}@x{f:.4f}", name, f, midi_to_roll(midis[name], encoding, time_scale=f)))
-        for shift in params.get("transpose", ()):
-            if (moved := transpose_roll(rolls[name], shift)) is not None:
-                entries.append((f"{name}@t{shift:+d}", name, 1.0, moved))
+        entries += [(moved_name, name, 1.0, moved)
+                    for moved_name, moved in _transposed(name, rolls[name], params.get("transpose", ()))]
     return entries
 
 
 def _write_splits(out, entries, encoding):
     """Step 4: each split's rolls end to end as ``{split}.npy``; its index records and statistics."""
-    out.mkdir(parents=True, exist_ok=True)
     splits, stats = {}, {}
     for split, rows in entries.items():
         records, pos = [], 0
@@ -258,7 +258,7 @@ def load_dataset(path=None):
     index = _io.read_json(path / "index.json")
     if not index or index.get("format") != "pianolab-dataset":
         raise ConfigError("dataset", f"{path} holds no pianolab dataset (index.json missing or unreadable); "
-                                     "build one with build_dataset() or `python -m pianolab data`")
+                                     f"build one with build_dataset() or `python -m pianolab data --out {path}`")
     if index.get("version") != DATASET_VERSION:
         raise ConfigError("dataset", f"{path} has format version {index.get('version')}, "
                                      f"this pianolab reads {DATASET_VERSION}: rebuild it with force=True")
@@ -291,9 +291,12 @@ def dataset_statistics(split_or_dataset):
                   sum(1 for e in ds.entries if e["name"] == e["source"]) if ds.entries else None)
 
 
-def dataset_from_rolls(train, val, encoding, name="rolls"):
+def dataset_from_rolls(train, val, encoding, name="rolls", transpose=()):
     """A :class:`Dataset` held in memory from ``{piece name: roll}`` dicts of training and validation
-    pieces, e.g. a benchmark's (chapter 09_benchmarks)."""
+    pieces, e.g. a benchmark's, each training piece followed by its copy in every ``transpose`` shift
+    that keeps its notes in the key window, as :func:`build_dataset` adds them (chapter 09_benchmarks)."""
+    train = {piece: roll for name, original in train.items()
+             for piece, roll in [(name, original), *_transposed(name, original, transpose)]}
     splits = []
     for split, rolls in (("train", train), ("val", val)):
         seqs = [roll_to_sequence(r) for r in rolls.values()]

@@ -21,9 +21,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from . import _kernel
+from . import _io, _kernel
 from ._io import check_roll
 from .encoding import DEFAULT_ENCODING, EDGE_THRESHOLDS, midi_to_roll
 from .errors import ConfigError
@@ -200,7 +198,7 @@ class FastSampler:
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
         self.n_keys, self.backend = int(n_keys), backend
         self.layers, self.w_out, self.b_out = read_layers(model)
-        self.receptive_field = 1 + sum(lay.dilation for lay in self.layers)
+        self.receptive_field = model_receptive_field(model)
         self._net = _kernel.pack(self.layers, self.w_out, self.b_out, pad=8 if backend == "numba" else 1)
         self._silence = _kernel.silence_queues(self._net)
         if verify:
@@ -267,7 +265,7 @@ class FastSampler:
         inv_temp, thr = 1 / _positive(temperature, "temperature"), _edge_thresholds(edge_aversion, self.n_keys)
         S, K, n_steps = len(state.rngs), self.n_keys, int(n_steps)
         rolls, probs = np.zeros((S, n_steps, K), np.uint8), np.zeros((S, n_steps, K), np.float32)
-        bar = tqdm(total=n_steps, unit="step", desc="generating", disable=not progress)
+        bar = _io.progress(total=n_steps, unit="step", desc="generating", enabled=progress)
         for a in range(0, n_steps, _CHUNK):
             m = min(_CHUNK, n_steps - a)
             u = np.stack([r.random(m * K) for r in state.rngs])

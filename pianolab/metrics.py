@@ -50,6 +50,8 @@ def segments(rolls, seconds, encoding=DEFAULT_ENCODING):
     """Consecutive, non-overlapping segments of ``seconds`` from every roll, a shorter tail dropped: the
     units :func:`compare_sets` compares (chapter 06_shallow_vs_deep)."""
     n = int(round(seconds * encoding.steps_per_second))
+    if n < 1:
+        raise ValueError(f"a window of {seconds} s is shorter than one time step")
     return [r[i:i + n] for r in rolls for i in range(0, r.shape[0] - n + 1, n)]
 
 
@@ -63,13 +65,11 @@ def music_statistics(rolls, encoding=DEFAULT_ENCODING):
 
 
 def _windowed(roll, encoding, window_seconds):
-    """``{statistic: array [windows]}`` over consecutive windows of ``window_seconds`` (a trailing part
-    shorter than a window is dropped); a note held into a window is no onset there."""
-    win = int(round(window_seconds * encoding.steps_per_second))
-    if win < 1:
-        raise ValueError(f"a window of {window_seconds} s is shorter than one time step")
+    """``{statistic: array [windows]}`` over the :func:`segments` of ``window_seconds`` of a roll and of
+    its onsets (a trailing part shorter than a window is dropped); a note held into a window is no onset there."""
     roll, onset = _roll_and_onsets(roll, encoding)
-    rows = [_statistics(roll[s:s + win], onset[s:s + win], encoding) for s in range(0, len(roll) - win + 1, win)]
+    windows = zip(segments([roll], window_seconds, encoding), segments([onset], window_seconds, encoding))
+    rows = [_statistics(r, o, encoding) for r, o in windows]
     return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in SCALAR_STATISTICS}
 
 

@@ -158,7 +158,6 @@ def convert(src, out, encoding=DEFAULT_ENCODING):
     model = _build(src, planned, f"pianonet_{Path(src).name}"[:60])
     config = {"data": {"encoding": encoding.to_dict()},
               "model": {"preset": None, "filter_increments": increments, "activation": activation}}
-    out.mkdir(parents=True, exist_ok=True)
     _io.save_model(model, out / "model.keras")
     _io.write_bytes(out / "config.json", json.dumps(config, indent=2) + "\n")
     return model

@@ -36,8 +36,8 @@ def models_dir():
     return shipped_dir() / "models"
 
 
-def jsb_path(path=None):
-    """The JSB Chorales file: ``path``, else ``$PIANOLAB_JSB``, else the shipped
-    ``data/benchmarks/jsb_chorales.npz`` (chapter 09_benchmarks)."""
-    path = path if path is not None else os.environ.get("PIANOLAB_JSB")
+def jsb_path():
+    """The JSB Chorales file: ``$PIANOLAB_JSB``, else the shipped ``data/benchmarks/jsb_chorales.npz``
+    (chapter 09_benchmarks)."""
+    path = os.environ.get("PIANOLAB_JSB")
     return Path(path).expanduser() if path else shipped_dir() / "benchmarks" / "jsb_chorales.npz"

@@ -53,7 +53,6 @@ def train(run_dir, config=None, steps=None, progress=True, *, dataset=None):
         raise ConfigError("steps", f"expected a whole number >= 0, got {steps!r}")
     dataset = dataset if dataset is not None else config.open_dataset(progress=progress)
     _check_data(config, dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if existing is None or existing.to_dict() != config.to_dict():
         config.to_json(path)
     return Trainer(run_dir, config, dataset, progress=progress).run(config.training.steps if steps is None else steps)

@@ -225,3 +225,22 @@ def test_players_carry_the_roll_they_play(tmp_path):
     path = write_midi(roll, tmp_path / "clip.mid")
     ((lo, keys, steps, seed, bits),) = rolls(audio.player(path, max_seconds=None)._repr_html_())
     assert (lo, keys) == (31, 72) and np.array_equal(bits, roll[:steps]) and not bits[roll.shape[0]:].any()
+
+
+def test_page_seed_lists_the_notes_of_a_roll_in_time_steps():
+    """The page's generator gets a seed as notes [MIDI pitch, first step, end step] and the length in
+    steps; laying the notes back on the keys (as sampler.js's notesToRoll does) gives the roll again."""
+    roll = np.zeros((10, 72), np.uint8)
+    roll[2:5, 30] = roll[4:9, 3] = roll[6:8, 30] = roll[9, 71] = 1  # key 30 struck twice; the top key at the end
+    seed = audio.page_seed(roll)
+    assert seed == {"steps": 10, "notes": [[61, 2, 5], [34, 4, 9], [61, 6, 8], [102, 9, 10]]}
+    small = Encoding(24.0, 40, 12)  # steps and pitches of the roll's own encoding
+    assert audio.page_seed(roll[:, :12], small) == {"steps": 10, "notes": [[43, 4, 9]]}
+    rng = np.random.default_rng(3)
+    roll = (rng.random((50, 72)) < 0.1).astype(np.uint8)
+    seed = audio.page_seed(roll)
+    back = np.zeros_like(roll)
+    for pitch, a, b in seed["notes"]:
+        back[a:b, pitch - DEFAULT_ENCODING.lowest] = 1
+    assert seed["steps"] == 50 and np.array_equal(back, roll)
+    assert audio.page_seed(np.zeros((7, 72), np.uint8)) == {"steps": 7, "notes": []}

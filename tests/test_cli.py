@@ -135,8 +135,7 @@ def test_generate_writes_midi_wav_and_settings(saved_model, tmp_path):
 
 @pytest.mark.parametrize("flag, value", [("--seconds", "-1"), ("--seconds", "inf"), ("--seconds", "4000"),
                                          ("--streams", "0"), ("--streams", "1.5"), ("--temperature", "0"),
-                                         ("--seed-seconds", "-2"), ("--random-seed", "-3"),
-                                         ("--seed", "no/such/file.mid")])
+                                         ("--seed-seconds", "-2"), ("--random-seed", "-3")])
 def test_generate_flags_are_checked_at_the_boundary(saved_model, tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(saved_model), "--out", str(tmp_path / "x"), flag, value])
@@ -152,7 +151,9 @@ def test_generate_errors_name_the_argument(saved_model, tmp_path, capsys):
     inputs = keras.Input((None, 1))
     dense = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
     dense.save(tmp_path / "dense.keras")
-    cases = [([str(saved_model), "--seed", str(not_midi)], "--seed"),
+    cases = [([str(saved_model), "--seed", "no/such/file.mid"], "--seed: 'no/such/file.mid' is neither 'silence', "
+                                                                "'corpus:NAME' nor a MIDI file"),
+             ([str(saved_model), "--seed", str(not_midi)], "--seed"),
              ([str(saved_model), "--seed", "corpus:no such piece"], "--seed"),
              ([str(tmp_path / "no_such_run")], "MODEL"),
              ([str(tmp_path / "dense.keras")], "Dense"),
