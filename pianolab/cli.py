@@ -71,23 +71,12 @@ def _cmd_train(args):
     return 0
 
 
-def _write_performances(rolls, out, encoding, audio, settings):
-    """Each roll as ``performance_KK.mid`` (and ``.wav``), then ``settings`` as ``performance.json``."""
-    from . import _io
-    from . import audio as audio_stage
-    from .encoding import write_midi
-    paths = []
-    for k, roll in enumerate(rolls):
-        paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))
-        paths += [audio_stage.write_wav(roll, out / f"performance_{k:02d}.wav", encoding=encoding)] if audio else []
-    paths.append(_io.write_bytes(out / "performance.json", json.dumps(settings, indent=2, sort_keys=True) + "\n"))
-    return paths
-
-
 def _cmd_generate(args):
     """Generate ``--streams`` performances with Fast-WaveNet; write ``performance_KK.mid`` (and
     ``.wav``) and the settings as ``performance.json`` in ``--out``."""
-    from .encoding import EDGE_THRESHOLDS
+    from . import _io
+    from . import audio
+    from .encoding import EDGE_THRESHOLDS, write_midi
     from .generate import FastSampler, generate
     from .runs import encoding_of, load_model
     out = Path(args.out).expanduser()
@@ -108,7 +97,11 @@ def _cmd_generate(args):
         raise ConfigError("--seed", exc.reason if isinstance(exc, ConfigError) else str(exc)) from exc
     settings = {"model": str(args.model), **chosen, "edge_aversion": list(EDGE_THRESHOLDS) if edge else None,
                 "receptive_field": sampler.receptive_field, "encoding": encoding.to_dict()}
-    paths = _write_performances(rolls, out, encoding, not args.no_audio, settings)
+    paths = []
+    for k, roll in enumerate(rolls):  # performance_KK.mid (and .wav), then the settings
+        paths.append(write_midi(roll, out / f"performance_{k:02d}.mid", encoding))
+        paths += [audio.write_wav(roll, out / f"performance_{k:02d}.wav", encoding=encoding)] if not args.no_audio else []
+    paths.append(_io.write_bytes(out / "performance.json", json.dumps(settings, indent=2, sort_keys=True) + "\n"))
     if not args.quiet:
         print("\n".join(map(str, paths)))
     return 0

@@ -129,13 +129,6 @@ def _encoder_fingerprint():
 DEFAULT_DATASET_PARAMS = dict(val_fraction=0.1, seed=0, n_clones=5, stretch=[0.85, 1.15], max_pieces=None)
 
 
-def _cached(out, key):
-    try:
-        return load_dataset(out).index.get("key") == key
-    except (ConfigError, KeyError, TypeError):
-        return False
-
-
 def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fraction=0.1, seed=0,
                   n_clones=5, stretch=(0.85, 1.15), transpose=(), max_pieces=None, progress=True, force=False):
     """Build a dataset folder from a corpus (None: the default one); returns it (chapter 07_pianonet_models).
@@ -155,8 +148,11 @@ def build_dataset(corpus=None, out=None, *, encoding=DEFAULT_ENCODING, val_fract
             "-" + _json_hash({"encoding": encoding.to_dict(), "params": params})[:10]
         out = data_dir() / "datasets" / f"{corpus.name or 'corpus'}{tag}"
     out = Path(out)
-    if not force and _cached(out, key):
-        return out
+    try:  # a folder built from the same corpus, parameters and encoder is reused
+        if not force and load_dataset(out).index.get("key") == key:
+            return out
+    except (ConfigError, KeyError, TypeError):
+        pass
 
     t0 = time.perf_counter()
     midis, rolls, skipped = _encode(corpus, files, encoding, params, progress)

@@ -107,19 +107,18 @@ def plot_flattening(roll_slice, encoding=DEFAULT_ENCODING, *, lowest=None, start
 
 def plot_loss(history, ax=None, *, label=None, title=None, logy=False):
     """Loss curves: training step on x, nats per key state on y (chapter 04_training). ``history``: a
-    :class:`pianolab.runs.History` (``History.read(run_dir)``) or a dict of columns; ``label`` prefixes
-    the legend entries, so several runs can share one axes."""
-    history = history.as_dict() if hasattr(history, "as_dict") else history
+    :class:`pianolab.runs.History` (``History.read(run_dir)``, or what ``train`` returns); ``label``
+    prefixes the legend entries, so several runs can share one axes."""
     ax = _new_axes(ax, (7, 4))
-    steps, drawn = np.array(history["step"], dtype=float), 0
+    steps, drawn = history.step, 0
     for key, name, style in (("train_loss", "training", "-"), ("val_loss", "validation", "o-")):
-        y = np.array(history.get(key, [np.nan] * len(steps)), dtype=float)
+        y = history.column(key)
         ok = np.isfinite(steps) & np.isfinite(y)
         if ok.any():
             ax.plot(steps[ok], y[ok], style, markersize=3, label=f"{label}: {name}" if label else name)
             drawn += 1
     if not drawn:
-        raise ValueError(f"the history holds no loss values to plot (columns: {sorted(history)}; a run "
+        raise ValueError(f"the history holds no loss values to plot ({len(history)} rows; a run "
                          "directory without history.csv reads as no rows)")
     ax.set(xlabel="training step", ylabel="loss (nats per key state)", **({"yscale": "log"} if logy else {}),
            **({"title": title} if title else {}))

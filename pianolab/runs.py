@@ -65,10 +65,6 @@ class History:
 
     final_step = property(lambda self: int(self.rows[-1]["step"]) if self.rows else 0)
 
-    def as_dict(self):
-        """Columns as lists (what :func:`pianolab.plots.plot_loss` also accepts)."""
-        return {c: [r.get(c) for r in self.rows] for c in HISTORY_COLUMNS}
-
 
 def validation_windows(split, receptive_field, n_targets, n_windows, seed=0):
     """``n_windows`` fixed windows of a split, drawn with ``seed``: ``(x, y, w)`` as

@@ -409,13 +409,13 @@ def test_data_flows_one_way_through_the_stages():
 
 
 def test_modules_stay_small():
-    """A tiny package: no module over 400 lines, the numba kernel at most 300, all the rest 3,215 (3,200
-    until the float64 proofs, model.in_float64 and rounding_bound, the roll under every player, and the
-    chapters' shared table, segment and page-seed helpers came)."""
+    """A tiny package: no module over 400 lines, the numba kernel at most 300, all the rest 3,200 (the
+    budget held although the float64 proofs, the roll under every player and the chapters' shared table,
+    segment and page-seed helpers came: one way into plot_loss, one-use helpers inlined, checks made once)."""
     sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "pianolab").glob("*.py")}
     assert max(sizes.values()) <= 400, sizes
     assert sizes["_kernel.py"] <= 300
-    assert sum(sizes.values()) - sizes["_kernel.py"] <= 3215, sizes
+    assert sum(sizes.values()) - sizes["_kernel.py"] <= 3200, sizes
 
 
 # ---------------------------------------------------------------- the seams between modules

@@ -76,18 +76,18 @@ def test_plot_flattening_draws_the_sequence_in_reshape_order():
         plots.plot_flattening(np.zeros((0, 12)))
 
 
-def test_plot_loss_from_a_dict_and_a_run_directory(tmp_path):
+def test_plot_loss_from_a_history_and_a_run_directory(tmp_path):
     hist = {"step": [0, 10, 20, 30], "train_loss": [0.7, 0.3, 0.2, 0.15],
             "val_loss": [0.69, None, 0.25, 0.21]}
-    ax = plots.plot_loss(hist)
+    rows = [dict(zip(hist, values)) for values in zip(*hist.values())]
+    ax = plots.plot_loss(History(rows))
     assert ax.get_xlabel() == "training step"
     assert ax.get_ylabel() == "loss (nats per key state)"
     train, val = ax.get_lines()
     assert list(train.get_xdata()) == hist["step"]
     assert list(val.get_xdata()) == [s for s, v in zip(hist["step"], hist["val_loss"]) if v is not None]
-    ax = plots.plot_loss({"step": hist["step"], "train_loss": hist["train_loss"]}, label="run A")
+    ax = plots.plot_loss(History([{"step": r["step"], "train_loss": r["train_loss"]} for r in rows]), label="run A")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run A: training"]
-    rows = [dict(zip(hist, values)) for values in zip(*hist.values())]
     History(rows).to_csv(tmp_path / "history.csv")  # what a run writes
     ax = plots.plot_loss(History.read(tmp_path))
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [v for v in hist["val_loss"] if v is not None])

@@ -41,7 +41,7 @@ def test_history_round_trips_through_csv(tmp_path):
     assert h.final_step == 10 and len(h) == 2
     np.testing.assert_array_equal(h.step, [0, 10])
     assert math.isnan(h.train_loss[0]) and h.train_loss[1] == 1 / 3  # floats come back exactly
-    assert h.as_dict()["val_loss"] == [0.25, None]
+    assert [r["val_loss"] for r in h.rows] == [0.25, None]
     with pytest.raises(AttributeError):
         h.best_val_loss
     assert History.read(tmp_path / "nothing").rows == [] and History().final_step == 0
