@@ -63,16 +63,16 @@ def main(name):
 # first resuming from the newest checkpoint (optimizer state and step count; the batch of each step depends only on
 # the seed and the step) with the same command: training.steps in data/models/seeds/small_{arch}.json changed
 # between sessions (1,000, 2,000, 1,500, 1,100, then 1,200) as the plan met what two shared cores could do in
-# the session; nothing else changed. config.json here is the final config.
+# the session; nothing else changed (sessions that started before 09:52 UTC ran under nice -n 5). config.json
+# here is the final config.
 """
     tf_version = __import__("tensorflow").__version__
     _io.write_bytes(out / "COMMAND.txt", f"""# Exact commands, from the repository root (all six seed runs, side by side: bash data/models/seeds/train_seeds.sh).
 # runs/{name}.json = data/models/seeds/small_{arch}.json with "training": {{"seed": {seed}}} (weights and batches;
 # the split of pieces, data.seed, is 0 as for every corpus model); config.json here is that file.
-TF_CPP_MIN_LOG_LEVEL=2 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 5 .venv/bin/python -m pianolab train runs/{name} --config runs/{name}.json --quiet
+TF_CPP_MIN_LOG_LEVEL=2 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 .venv/bin/python -m pianolab train runs/{name} --config runs/{name}.json --quiet
 python data/models/seeds/ship_seed.py {name}
-{resumed}
-#
+{resumed}#
 # Started {sessions[0][0]} UTC, ended {sessions[-1][1]} UTC; pianolab's training clock at step {summary['steps']:,}: {summary['train_seconds']:.0f} s
 # (history.csv, seconds column, validations included); {summary['key_states']:,} key states predicted.
 # Hardware: {_cpu()}, {os.cpu_count()} cores, one thread per run; the runs trained side by side and shared the
