@@ -24,7 +24,7 @@ from pianolab.runs import History, load_run
 TITLES = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "musedata": "MuseData", "pianomidi": "Piano-midi.de"}
 
 
-def _cpu():
+def cpu():
     """The CPU's model name and its vector flags (Linux), for the record."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     field = lambda key: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(key)), "")  # noqa: E731,E741
@@ -50,7 +50,7 @@ def _record(name, config, model, hist):
             "steps": int(hist.final_step), "train_seconds": round(float(hist.seconds[-1]), 1),
             "key_states": int(hist.key_states[-1]), "params": int(model.count_params()),
             "receptive_field": int(config.receptive_field),
-            "hardware": f"{_cpu()}, {os.cpu_count()} CPU cores shared with other jobs (nice -n 5), no GPU",
+            "hardware": f"{cpu()}, {os.cpu_count()} CPU cores shared with other jobs (nice -n 5), no GPU",
             "software": f"Python {platform.python_version()}, keras {keras.__version__}, tensorflow {tf_version}"}
 
 

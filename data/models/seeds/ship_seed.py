@@ -21,15 +21,10 @@ from pianolab import _io
 from pianolab.model import count_params, layer_plan
 from pianolab.runs import History, load_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ship_benchmark import cpu  # noqa: E402  (the CPU's name and vector flags, as the benchmark records say them)
+
 NAME = re.compile(r"small_(deep|shallow)_(\d)")
-
-
-def _cpu():
-    """The CPU's model name and its vector flags (Linux), for the record."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    field = lambda key: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(key)), "")  # noqa: E731,E741
-    flags = [f for f in ("avx2", "fma", "avx512f") if f in field("flags").split()]
-    return f"{field('model name') or platform.processor() or 'unknown CPU'} ({', '.join(flags) or 'no AVX2'})"
 
 
 def _sessions(name):
@@ -75,7 +70,7 @@ python data/models/seeds/ship_seed.py {name}
 {resumed}#
 # Started {sessions[0][0]} UTC, ended {sessions[-1][1]} UTC; pianolab's training clock at step {summary['steps']:,}: {summary['train_seconds']:.0f} s
 # (history.csv, seconds column, validations included); {summary['key_states']:,} key states predicted.
-# Hardware: {_cpu()}, {os.cpu_count()} cores, one thread per run; the runs trained side by side and shared the
+# Hardware: {cpu()}, {os.cpu_count()} cores, one thread per run; the runs trained side by side and shared the
 # cores with other jobs (notebook runs), so the wall time says little about an idle machine.
 # Software: Python {platform.python_version()}, keras {keras.__version__}, tensorflow {tf_version}.
 """)
