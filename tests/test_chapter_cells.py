@@ -84,7 +84,8 @@ FIGURE = re.compile(r"\bplt\.(subplots|figure)\(|\bplots\.plot_\w+\(")
 
 def test_figures_are_numbered_captioned_and_referenced():
     """A code cell that draws (plt.subplots / plt.figure / plots.plot_*) is a numbered figure: cell metadata
-    mystnb.figure with a caption and a name, the name unique in the book and cited ({numref}) in its page."""
+    mystnb.figure with a caption and a name, the name unique in the book and cited ({numref}) in its page, and
+    nothing else shown by the cell (each output would become a figure of that name)."""
     names, problems = {}, []
     for path in _toc_notebooks():
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -94,6 +95,8 @@ def test_figures_are_numbered_captioned_and_referenced():
                 continue
             fig = c["metadata"].get("mystnb", {}).get("figure", {})
             name = fig.get("name", "")
+            if "audio.player" in "".join(c["source"]):  # MyST-NB wraps every output: a player would repeat the name
+                problems.append(f"{path.stem} cell {i}: a figure cell shows a player too (give it its own cell)")
             if not (fig.get("caption") and re.fullmatch(r"fig-[a-z0-9-]+", name)):
                 problems.append(f"{path.stem} cell {i}: no mystnb.figure caption and name 'fig-...'")
             elif name in names:
